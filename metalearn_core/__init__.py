@@ -1,0 +1,37 @@
+"""metalearn_core: small, functional, tested meta-learning for the metalearn-book.
+
+>>> import metalearn_core as ml
+>>> family = ml.SinusoidTasks()
+>>> learner = ml.MAML(ml.MLP((1, 40, 40, 1)), alpha=0.01, inner_steps=1)
+>>> result = ml.meta_train(learner, family, budget="quick", seed=0)         # doctest: +SKIP
+>>> curve = ml.adaptation_curve(learner, result.params, family, steps=10)   # doctest: +SKIP
+
+Modules: :mod:`~metalearn_core.tasks` (task families), :mod:`~metalearn_core.models` (functional models),
+:mod:`~metalearn_core.algorithms` (MAML, FOMAML, Reptile, joint training), :mod:`~metalearn_core.training`
+(the one meta-training loop), :mod:`~metalearn_core.evaluation` (adaptation curves, 95% CIs),
+:mod:`~metalearn_core.checkpoints`, :mod:`~metalearn_core.budgets`, :mod:`~metalearn_core.viz` (plots,
+widgets and static sliders) and :mod:`~metalearn_core.exercises` (answer checkers).
+"""
+
+__version__ = "0.1.0"
+
+from .algorithms import ALGORITHMS, FOMAML, MAML, JointTraining, MetaLearner, Reptile, make_learner
+from .budgets import BUDGETS, PRESETS, Preset, preset, resolve_budget
+from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from .errors import (CheckpointError, ConfigError, DivergenceError, MetaLearnError, ShapeMismatchError)
+from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95
+from .models import MLP, FunctionalModel, LinearModel
+from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
+from .training import History, TrainResult, load_params, meta_train
+
+__all__ = [
+    "__version__",
+    "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ALGORITHMS", "make_learner",
+    "BUDGETS", "PRESETS", "Preset", "preset", "resolve_budget",
+    "Checkpoint", "load_checkpoint", "save_checkpoint",
+    "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError",
+    "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95",
+    "FunctionalModel", "MLP", "LinearModel",
+    "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
+    "History", "TrainResult", "meta_train", "load_params",
+]

@@ -1,0 +1,103 @@
+"""Compute budgets: one setting, ``quick | cpu | full``.
+
+A budget is chosen once, by the ``budget=`` argument of a function or, when that is left out, by the
+environment variable ``METALEARN_BUDGET``; the default is ``cpu``.
+
+* ``quick`` — seconds. What the tests and the continuous-integration build of the book run.
+* ``cpu``   — a lecture's minutes on a 2-core laptop CPU. What the website shows.
+* ``full``  — paper scale, meant for a GPU (e.g. on Colab).
+
+The numbers behind each budget (iterations, meta-batch size, number of test tasks...) live in one table,
+:data:`PRESETS`, keyed by experiment name. Code never branches on the budget name itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from .errors import ConfigError
+
+__all__ = ["BUDGETS", "PRESETS", "Preset", "resolve_budget", "preset"]
+
+BUDGETS = ("quick", "cpu", "full")
+ENV_VAR = "METALEARN_BUDGET"
+DEFAULT_BUDGET = "cpu"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What one budget means for one experiment.
+
+    Attributes:
+        iterations: number of meta-training steps (outer updates).
+        meta_batch: tasks per outer update.
+        outer_lr: learning rate β of the outer Adam optimiser.
+        eval_tasks: number of test tasks that every mean ± 95% CI is computed over.
+        log_every: how often (in iterations) the training loop records metrics.
+    """
+
+    iterations: int
+    meta_batch: int
+    outer_lr: float
+    eval_tasks: int
+    log_every: int = 10
+
+
+PRESETS: dict[str, dict[str, Preset]] = {
+    # Finn et al. (2017), sinusoid regression: meta-batch 25, Adam β=1e-3, 70,000 iterations.
+    "sinusoid": {
+        "quick": Preset(iterations=300, meta_batch=10, outer_lr=1e-3, eval_tasks=100, log_every=10),
+        "cpu": Preset(iterations=70_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=100),
+        "full": Preset(iterations=70_000, meta_batch=25, outer_lr=1e-3, eval_tasks=2000, log_every=100),
+    },
+    # Chapter 1's first look at MAML vs pre-training on sinusoids (chapter 4 runs the paper's 70,000).
+    "sinusoid_intro": {
+        "quick": Preset(iterations=300, meta_batch=10, outer_lr=1e-3, eval_tasks=100, log_every=10),
+        "cpu": Preset(iterations=10_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=50),
+        "full": Preset(iterations=70_000, meta_batch=25, outer_lr=1e-3, eval_tasks=2000, log_every=100),
+    },
+    # The quadratic toy (linear regression with exact targets): cheap at every budget.
+    "quadratic": {
+        "quick": Preset(iterations=200, meta_batch=10, outer_lr=2e-2, eval_tasks=100, log_every=5),
+        "cpu": Preset(iterations=2_000, meta_batch=25, outer_lr=1e-2, eval_tasks=1000, log_every=10),
+        "full": Preset(iterations=5_000, meta_batch=50, outer_lr=1e-2, eval_tasks=5000, log_every=10),
+    },
+    # The chapter-2 explorer: every frame meta-trains four algorithms on the toy, so runs are short.
+    "toy_explorer": {
+        "quick": Preset(iterations=60, meta_batch=10, outer_lr=5e-2, eval_tasks=100, log_every=2),
+        "cpu": Preset(iterations=250, meta_batch=25, outer_lr=5e-2, eval_tasks=600, log_every=5),
+        "full": Preset(iterations=250, meta_batch=25, outer_lr=5e-2, eval_tasks=1000, log_every=5),
+    },
+}
+
+
+def resolve_budget(budget: str | None = None) -> str:
+    """Return the budget name to use: ``budget`` if given, else ``$METALEARN_BUDGET``, else ``"cpu"``.
+
+    Raises :class:`ConfigError` for an unknown name.
+    """
+    source = "budget"
+    if budget is None:
+        budget = os.environ.get(ENV_VAR) or DEFAULT_BUDGET
+        source = ENV_VAR if os.environ.get(ENV_VAR) else "budget"
+    name = str(budget).strip().lower()
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown {source} {budget!r}: choose one of {', '.join(BUDGETS)}")
+    return name
+
+
+def preset(experiment: str, budget: str | None = None, **overrides) -> Preset:
+    """The :class:`Preset` of ``experiment`` at ``budget`` (see :func:`resolve_budget`), with ``overrides``.
+
+    >>> preset("sinusoid", "cpu").iterations
+    70000
+    """
+    if experiment not in PRESETS:
+        raise ConfigError(f"no budget presets for experiment {experiment!r}: known are {', '.join(PRESETS)}")
+    base = PRESETS[experiment][resolve_budget(budget)]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(Preset.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown preset field(s) {sorted(unknown)}: fields are {list(Preset.__dataclass_fields__)}")
+    return replace(base, **overrides)

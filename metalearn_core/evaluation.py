@@ -1,0 +1,159 @@
+r"""Evaluation: adaptation curves with 95% confidence intervals over many test tasks.
+
+An *adaptation curve* is the query loss after 0, 1, ..., k inner steps on the support set, averaged over
+fresh test tasks. Every number comes with the half-width of a 95% confidence interval for the mean over
+tasks, :math:`t_{0.975,\,n-1}\, s/\sqrt n` (s the sample standard deviation across the n tasks).
+
+Test tasks are drawn from a random stream of their own (seeded with ``TEST_SEED_OFFSET + seed``), separate
+from the training stream, so a meta-trained model is never evaluated on the tasks it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from .algorithms import MetaLearner
+from .budgets import preset
+from .errors import DivergenceError, check_positive, check_positive_int
+from .models import Params
+from .tasks import TaskBatch, TaskFamily, make_generator
+
+__all__ = ["AdaptationCurve", "adaptation_losses", "adaptation_curve", "mean_ci95", "t_critical",
+           "TEST_SEED_OFFSET"]
+
+TEST_SEED_OFFSET = 1_000_003
+
+# two-sided 95% critical values of Student's t for 1..30 degrees of freedom; beyond 30 we interpolate in
+# 1/df towards the normal 1.959964 (error < 0.002).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+_Z975 = 1.959964
+# a mean loss this many times larger than before adaptation is treated as divergence, not a result
+_BLOWUP = 1e4
+
+
+def t_critical(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (``df >= 1``)."""
+    df = check_positive_int("degrees of freedom", df)
+    if df <= 30:
+        return _T975[df - 1]
+    return _Z975 + (_T975[-1] - _Z975) * 30.0 / df
+
+
+def mean_ci95(values) -> tuple[float, float]:
+    """Mean and 95% CI half-width of ``values`` (1-D); the half-width is ``nan`` for a single value."""
+    v = np.asarray(values, dtype=float).reshape(-1)
+    if v.size == 0:
+        raise ValueError("mean_ci95 needs at least one value")
+    if v.size == 1:
+        return float(v[0]), float("nan")
+    return float(v.mean()), float(t_critical(v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+
+
+@dataclass
+class AdaptationCurve:
+    """Query loss after 0..k inner steps, over ``n_tasks`` test tasks.
+
+    Attributes:
+        steps: ``[k+1]`` the step counts 0..k.
+        mean, ci95: ``[k+1]`` mean over tasks and 95% CI half-width.
+        losses: ``[n_tasks, k+1]`` every task's curve.
+        label, metric, shots, alpha: what was measured.
+    """
+
+    steps: np.ndarray
+    mean: np.ndarray
+    ci95: np.ndarray
+    losses: np.ndarray
+    label: str = ""
+    metric: str = "mse"
+    shots: int = 0
+    alpha: float = 0.0
+
+    @property
+    def n_tasks(self) -> int:
+        return self.losses.shape[0]
+
+    def at(self, step: int) -> tuple[float, float]:
+        """(mean, ci95) after ``step`` inner steps."""
+        return float(self.mean[step]), float(self.ci95[step])
+
+    def summary(self, steps=(0, 1, 5, 10)) -> str:
+        parts = [f"{s} step{'s' if s != 1 else ''}: {self.mean[s]:.3f} ± {self.ci95[s]:.3f}"
+                 for s in steps if s < len(self.mean)]
+        return f"{self.label or 'curve'} ({self.shots}-shot, α={self.alpha:g}, {self.n_tasks} tasks) — " + "; ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"AdaptationCurve({self.summary()})"
+
+
+def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, steps: int,
+                      alpha: float | None = None) -> torch.Tensor:
+    """``[B, steps+1]`` query loss of every task after 0..``steps`` inner steps of ``learner``."""
+    steps = check_positive_int("steps", steps, minimum=0)
+    alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
+    learner.model.check_input(batch.x_support, batch.y_support, where="the test tasks")
+
+    def curve(p, xs, ys, xq, yq):
+        out = [learner.task_loss(p, xq, yq)]
+        for _ in range(steps):
+            p = learner.inner_step(p, xs, ys, alpha)
+            out.append(learner.task_loss(p, xq, yq))
+        return torch.stack(out)
+
+    params = {k: v.detach() for k, v in params.items()}
+    return vmap(curve, in_dims=(None, 0, 0, 0, 0))(params, batch.x_support, batch.y_support,
+                                                   batch.x_query, batch.y_query).detach()
+
+
+def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *, steps: int = 10,
+                     shots: int | None = None, queries: int = 100, n_tasks: int | None = None,
+                     budget: str | None = None, seed: int = 0, alpha: float | None = None,
+                     label: str | None = None, chunk: int = 500) -> AdaptationCurve:
+    """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query loss.
+
+    Args:
+        shots: K support examples per test task (family default).
+        queries: query examples per task used to measure the loss (many, so each task's loss is accurate).
+        n_tasks: number of test tasks (default: the budget's ``eval_tasks``, ≥ 600 at ``cpu``).
+        seed: picks the test tasks (stream ``TEST_SEED_OFFSET + seed``, never the training stream).
+        alpha: test-time inner learning rate (default: the learner's α).
+
+    Raises:
+        DivergenceError: some task's loss became NaN/inf — α is too large for these tasks.
+    """
+    n_tasks = n_tasks if n_tasks is not None else preset(family.name, budget).eval_tasks
+    n_tasks = check_positive_int("n_tasks", n_tasks)
+    generator = make_generator(TEST_SEED_OFFSET + seed)
+    alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
+    dtype = next(iter(params.values())).dtype
+    chunks = []
+    for start in range(0, n_tasks, chunk):
+        batch = family.sample(min(chunk, n_tasks - start), shots=shots, queries=queries, generator=generator,
+                              dtype=dtype)
+        chunks.append(adaptation_losses(learner, params, batch, steps, alpha))
+    losses = torch.cat(chunks).double().numpy()
+    if not np.isfinite(losses).all():
+        bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
+        n_bad = int((~np.isfinite(losses).all(1)).sum())
+        raise DivergenceError(
+            f"adaptation diverged: with α={alpha:g} the query loss became NaN/inf after {bad_step} inner "
+            f"step(s) on {n_bad} of {n_tasks} test tasks; use a smaller α (meta-training used α={learner.alpha:g})")
+    means = losses.mean(0)
+    if means.max() > _BLOWUP * max(means[0], 1e-8):
+        worst = int(np.argmax(means))
+        raise DivergenceError(
+            f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} before "
+            f"adaptation to {means[worst]:.3g} after {worst} inner step(s); use a smaller α (meta-training "
+            f"used α={learner.alpha:g})")
+    stats = [mean_ci95(losses[:, s]) for s in range(steps + 1)]
+    return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
+                           ci95=np.array([c for _, c in stats]), losses=losses,
+                           label=label if label is not None else learner.name, metric=family.metric,
+                           shots=shots if shots is not None else family.default_shots, alpha=alpha)

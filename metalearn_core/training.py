@@ -1,0 +1,194 @@
+r"""The one meta-training loop, shared by every algorithm.
+
+.. code-block:: text
+
+    for iteration in 1..N:
+        batch  = family.sample(meta_batch)               # B tasks
+        g, m   = learner.meta_gradient(θ, batch)         # the only algorithm-specific call
+        θ      = Adam(θ, g, lr=β)                        # the outer update θ ← θ − β·(Adam direction)
+        log m; stop with a clear message if the loss is NaN/inf
+
+Seeds, budgets, progress bars, checkpoints and callbacks (for live plots) live here, once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .algorithms import MetaLearner
+from .budgets import Preset, preset, resolve_budget
+from .checkpoints import load_checkpoint, save_checkpoint
+from .errors import DivergenceError, check_positive, check_positive_int
+from .models import Params
+from .tasks import TaskFamily, make_generator
+
+__all__ = ["History", "TrainResult", "meta_train"]
+
+Callback = Callable[[int, dict, Params], "bool | None"]
+
+
+@dataclass
+class History:
+    """Metrics recorded every ``log_every`` iterations (means over the interval)."""
+
+    iterations: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    steps_done: int = 0
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1000.0 * self.seconds / max(self.steps_done, 1)
+
+    def record(self, iteration: int, values: dict[str, float]) -> None:
+        self.iterations.append(iteration)
+        for k, v in values.items():
+            self.metrics.setdefault(k, []).append(float(v))
+
+    def to_dict(self) -> dict:
+        return {"iterations": list(self.iterations), "metrics": {k: list(v) for k, v in self.metrics.items()},
+                "seconds": self.seconds, "steps_done": self.steps_done}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(list(d.get("iterations", [])), {k: list(v) for k, v in d.get("metrics", {}).items()},
+                   float(d.get("seconds", 0.0)), int(d.get("steps_done", 0)))
+
+
+@dataclass
+class TrainResult:
+    """The meta-trained parameters with everything needed to reproduce or evaluate them."""
+
+    params: Params
+    history: History
+    learner: MetaLearner
+    family: TaskFamily
+    config: Preset
+    budget: str
+    seed: int
+    trajectory: list[Params] | None = None
+
+    def metadata(self) -> dict:
+        return {"learner": self.learner.hyperparameters(), "family": repr(self.family),
+                "experiment": self.family.name, "budget": self.budget, "seed": self.seed,
+                "config": vars(self.config), "history": self.history.to_dict()}
+
+    def save(self, path) -> Path:
+        """Save a checkpoint (see :func:`metalearn_core.checkpoints.save_checkpoint`)."""
+        return save_checkpoint(path, self.params, model=self.learner.model, metadata=self.metadata())
+
+
+def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None = None, seed: int = 0,
+               experiment: str | None = None,
+               iterations: int | None = None, meta_batch: int | None = None, outer_lr: float | None = None,
+               shots: int | None = None, queries: int | None = None, params: Params | None = None,
+               log_every: int | None = None, callbacks: Iterable[Callback] = (), progress: bool = True,
+               record_trajectory: bool = False, checkpoint: str | Path | None = None) -> TrainResult:
+    r"""Meta-train ``learner`` on tasks from ``family``; return a :class:`TrainResult`.
+
+    Args:
+        budget: ``quick | cpu | full`` (default ``$METALEARN_BUDGET`` or ``cpu``); sets ``iterations``,
+            ``meta_batch``, ``outer_lr`` and ``log_every`` from :data:`metalearn_core.budgets.PRESETS`
+            unless they are given explicitly.
+        experiment: which preset table to use (default ``family.name``, e.g. ``"sinusoid_intro"``).
+        seed: seeds both the initial parameters and the stream of training tasks.
+        outer_lr: β, the learning rate of the outer Adam optimiser.
+        shots, queries: examples per task in the support and query sets (family defaults).
+        params: initial parameters (default ``learner.model.init(seed)``); they are copied, not modified.
+        callbacks: functions ``cb(iteration, metrics, params)`` called every ``log_every`` iterations with
+            the interval's mean metrics; returning ``False`` stops training early.
+        progress: show a tqdm progress bar.
+        record_trajectory: keep a copy of the parameters at every logged iteration (small models only).
+        checkpoint: if given, save the result there at the end (see :meth:`TrainResult.save`).
+
+    Raises:
+        DivergenceError: the meta-loss became NaN or infinite; the message names α and β.
+    """
+    budget = resolve_budget(budget)
+    cfg = preset(experiment or family.name, budget, iterations=iterations, meta_batch=meta_batch, outer_lr=outer_lr,
+                 log_every=log_every)
+    check_positive_int("iterations", cfg.iterations)
+    check_positive_int("meta_batch", cfg.meta_batch)
+    check_positive_int("log_every", cfg.log_every)
+    beta = check_positive("outer learning rate β (outer_lr)", cfg.outer_lr, hint="e.g. outer_lr=1e-3")
+    learner.model.check_family(family)
+
+    generator = make_generator(seed)
+    if params is None:
+        params = learner.model.init(seed)
+    else:
+        learner.model.check_params(params, "the initial params")
+    params = {k: v.detach().clone() for k, v in params.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=beta)
+
+    history = History()
+    trajectory = [{k: v.clone() for k, v in params.items()}] if record_trajectory else None
+    sums: dict[str, float] = {}
+    count = 0
+    bar = tqdm(total=cfg.iterations, desc=learner.name, disable=not progress, leave=False, mininterval=0.5)
+    start = time.perf_counter()
+    try:
+        for it in range(1, cfg.iterations + 1):
+            batch = family.sample(cfg.meta_batch, shots=shots, queries=queries, generator=generator)
+            grads, metrics = learner.meta_gradient(params, batch)
+            values = {k: float(v) for k, v in metrics.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                _diverged(learner, beta, it, values)
+            for k, p in params.items():
+                p.grad = grads[k].detach()
+            opt.step()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            if it % cfg.log_every == 0 or it == cfg.iterations:
+                means = {k: v / count for k, v in sums.items()}
+                history.record(it, means)
+                history.seconds, history.steps_done = time.perf_counter() - start, it
+                sums, count = {}, 0
+                bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+                if trajectory is not None:
+                    trajectory.append({k: v.detach().clone() for k, v in params.items()})
+                if any(cb(it, means, params) is False for cb in callbacks):
+                    break
+    finally:
+        bar.close()
+        for p in params.values():
+            p.grad = None
+    history.seconds = time.perf_counter() - start
+    history.steps_done = history.iterations[-1] if history.iterations else 0
+    result = TrainResult({k: v.detach() for k, v in params.items()}, history, learner, family, cfg, budget,
+                         seed, trajectory)
+    if checkpoint is not None:
+        result.save(checkpoint)
+    return result
+
+
+def _diverged(learner: MetaLearner, beta: float, it: int, values: dict) -> None:
+    bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+    raise DivergenceError(
+        f"meta-training diverged at iteration {it} ({bad}) with {learner.describe()} and outer learning "
+        f"rate β={beta:g}: lower the inner learning rate α={learner.alpha:g} or β (outer_lr) and try again")
+
+
+def load_params(path, learner: MetaLearner) -> tuple[Params, History]:
+    """Parameters and training history from a checkpoint saved by :meth:`TrainResult.save`."""
+    ckpt = load_checkpoint(path, learner.model)
+    return ckpt.params, History.from_dict(ckpt.metadata.get("history", {}))
+
+
+def smooth(values, window: int = 5) -> np.ndarray:
+    """Moving average used by the learning-curve plots."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) < window:
+        return v
+    kernel = np.ones(window) / window
+    return np.convolve(np.pad(v, (window - 1, 0), mode="edge"), kernel, mode="valid")

@@ -1,0 +1,251 @@
+"""Plots, live widgets and static (kernel-free) sliders.
+
+Every interactive figure in the book is one *render function* ``render(**settings) -> Figure`` and a grid
+of settings. The same function drives
+
+* :func:`live_explorer` — ipywidgets sliders that call ``render`` on every change (Jupyter, Colab), and
+* :func:`static_explorer` — HTML sliders over frames precomputed for every point of the grid, which keep
+  working on the static website with no kernel (plain HTML + a few lines of JavaScript, no CDN).
+
+A render function that raises :class:`~metalearn_core.errors.MetaLearnError` (e.g. a diverging α) gets a
+frame that shows the message instead of a plot with NaNs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import json
+import uuid
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .errors import ConfigError, MetaLearnError
+
+__all__ = ["COLORS", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
+           "plot_sinusoid_tasks", "figure_to_data_uri", "static_explorer", "live_explorer"]
+
+COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3"}
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
+    """A ``Figure`` (not attached to pyplot, so precomputing many frames leaks nothing) and its axes."""
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, (axes[0, 0] if nrows * ncols == 1 else axes.ravel())
+
+
+def message_figure(message: str, title: str = "No plot for these settings") -> Figure:
+    """A figure that shows a message (used when a setting diverges) instead of a broken plot."""
+    fig, ax = new_figure(width=8.0, height=3.0)
+    ax.axis("off")
+    ax.text(0.5, 0.62, title, ha="center", va="center", fontsize=14, weight="bold", color="#b00020",
+            transform=ax.transAxes)
+    ax.text(0.5, 0.35, _wrap(message, 90), ha="center", va="center", fontsize=10, transform=ax.transAxes)
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _color(label: str, i: int) -> str:
+    return COLORS.get(label.split(" ")[0], f"C{i % 10}")
+
+
+def plot_adaptation_curves(curves, ax=None, *, title: str | None = None, logy: bool = False,
+                           reference: Mapping[str, Mapping[int, float]] | None = None):
+    """Mean query loss after 0..k inner steps with a shaded 95% CI, one line per curve.
+
+    ``reference`` optionally maps a label to published values ``{step: value}``, drawn as hollow markers.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = new_figure()
+    for i, c in enumerate(curves):
+        col = _color(c.label, i)
+        ax.plot(c.steps, c.mean, "o-", ms=3, color=col, label=f"{c.label} ({c.n_tasks} tasks)")
+        ax.fill_between(c.steps, c.mean - c.ci95, c.mean + c.ci95, color=col, alpha=0.2, lw=0)
+    for j, (label, pts) in enumerate((reference or {}).items()):
+        ks = sorted(pts)
+        ax.plot(ks, [pts[k] for k in ks], "s", mfc="none", color=_color(label, j), ms=8,
+                label=f"{label} (published)")
+    ax.set_xlabel("inner gradient steps at test time")
+    ax.set_ylabel(f"query {curves[0].metric if curves else 'loss'} (mean ± 95% CI)")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title or "Adaptation curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig if fig is not None else ax.figure
+
+
+def plot_learning_curves(histories: Mapping[str, object], ax=None, *, key: str = "loss", title=None,
+                         logy: bool = True):
+    """Meta-training curves: ``histories`` maps a label to a :class:`~metalearn_core.training.History`."""
+    fig = None
+    if ax is None:
+        fig, ax = new_figure()
+    for i, (label, h) in enumerate(histories.items()):
+        ax.plot(h.iterations, h.metrics[key], color=_color(label, i), label=label)
+    ax.set_xlabel("meta-training iteration")
+    ax.set_ylabel(f"meta-batch {key.replace('_', ' ')}")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title or "Meta-training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig if fig is not None else ax.figure
+
+
+def plot_sinusoid_tasks(batch, n: int = 4, ax=None, *, show_query: bool = True, title=None):
+    """Draw the true functions of the first ``n`` tasks of a sinusoid :class:`TaskBatch` with their points."""
+    import torch
+
+    from .tasks import SinusoidTasks
+
+    fig = None
+    if ax is None:
+        fig, ax = new_figure(width=6.0)
+    x = torch.linspace(-5, 5, 200)
+    for i in range(min(n, batch.n_tasks)):
+        a, p = batch.info["amplitude"][i], batch.info["phase"][i]
+        ax.plot(x, SinusoidTasks.function(a, p, x), color=f"C{i}", lw=1.2,
+                label=f"A={float(a):.2f}, φ={float(p):.2f}")
+        ax.plot(batch.x_support[i, :, 0], batch.y_support[i, :, 0], "o", color=f"C{i}", ms=5)
+        if show_query:
+            ax.plot(batch.x_query[i, :, 0], batch.y_query[i, :, 0], "x", color=f"C{i}", ms=5, alpha=0.6)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title or "Sinusoid tasks: support (●) and query (×) points")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    return fig if fig is not None else ax.figure
+
+
+def figure_to_data_uri(fig: Figure, dpi: int = 80) -> str:
+    """PNG of ``fig`` as a ``data:`` URI (self-contained: no file, no network)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _render_safely(render: Callable[..., Figure], settings: dict) -> Figure:
+    try:
+        return render(**settings)
+    except MetaLearnError as exc:
+        return message_figure(str(exc))
+
+
+def _check_grid(grid: Mapping[str, Sequence]) -> dict[str, list]:
+    if not grid:
+        raise ConfigError("an explorer needs at least one setting to slide over")
+    out = {}
+    for name, values in grid.items():
+        values = list(values)
+        if not values:
+            raise ConfigError(f"setting {name!r} of the explorer has no values")
+        out[name] = values
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def static_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *, labels=None,
+                    initial: Mapping | None = None, title: str = "", dpi: int = 80, progress: bool = True):
+    """HTML sliders over frames precomputed for every combination of ``grid`` (works without a kernel).
+
+    Args:
+        render: ``render(**settings) -> Figure``.
+        grid: ``{"alpha": [0.01, 0.1], "steps": [1, 5]}``: one slider per setting, in this order.
+        labels: optional display names (e.g. ``{"alpha": "α"}``).
+        initial: settings shown first (default: the first value of each).
+
+    Returns an ``IPython.display.HTML`` object (display it, or let it be a cell's last value).
+    """
+    from IPython.display import HTML
+    from tqdm import tqdm
+
+    grid = _check_grid(grid)
+    labels = dict(labels or {})
+    names = list(grid)
+    initial = dict(initial or {})
+    start = []
+    for n in names:
+        v = initial.get(n, grid[n][0])
+        if v not in grid[n]:
+            raise ConfigError(f"initial value {v!r} of {n!r} is not one of the grid values {grid[n]}")
+        start.append(grid[n].index(v))
+    frames = {}
+    combos = list(itertools.product(*(range(len(grid[n])) for n in names)))
+    for idx in tqdm(combos, desc="precomputing frames", disable=not progress, leave=False):
+        fig = _render_safely(render, {n: grid[n][i] for n, i in zip(names, idx)})
+        frames[",".join(map(str, idx))] = figure_to_data_uri(fig, dpi)
+    uid = "mlx-" + uuid.uuid4().hex[:10]
+    controls = []
+    for n, i0 in zip(names, start):
+        shown = [_fmt(v) for v in grid[n]]
+        controls.append(
+            f'<label style="margin-right:1.5em;white-space:nowrap">{html.escape(labels.get(n, n))} '
+            f'<input type="range" class="ml-static-slider" data-name="{html.escape(n)}" min="0" '
+            f'max="{len(grid[n]) - 1}" step="1" value="{i0}" style="vertical-align:middle" '
+            f'aria-label="{html.escape(labels.get(n, n))}" data-values=\'{html.escape(json.dumps(shown))}\'> '
+            f'<span class="ml-static-value" style="font-family:monospace">{html.escape(shown[i0])}</span></label>')
+    key0 = ",".join(map(str, start))
+    title_html = f'<div style="font-weight:bold;margin-bottom:.3em">{html.escape(title)}</div>' if title else ""
+    script = (
+        "(function(){var root=document.getElementById(%s);var frames=%s;"
+        "var sliders=root.querySelectorAll('input.ml-static-slider');var img=root.querySelector('img.ml-static-frame');"
+        "function update(){var key=[];sliders.forEach(function(s){key.push(s.value);"
+        "var vals=JSON.parse(s.getAttribute('data-values'));s.parentNode.querySelector('.ml-static-value').textContent=vals[+s.value];});"
+        "var src=frames[key.join(',')];if(src){img.src=src;}}"
+        "sliders.forEach(function(s){s.addEventListener('input',update);s.addEventListener('change',update);});})();"
+    ) % (json.dumps(uid), json.dumps(frames))
+    body = (f'<div class="ml-static-explorer" id="{uid}" style="border:1px solid #ddd;border-radius:6px;'
+            f'padding:.6em;margin:.5em 0">{title_html}<div class="ml-static-controls" style="margin-bottom:.4em">'
+            f'{"".join(controls)}</div><img class="ml-static-frame" alt="{html.escape(title or "figure")}" '
+            f'style="max-width:100%" src="{frames[key0]}"><div style="font-size:80%;color:#666">Precomputed for '
+            f'{len(frames)} combinations of settings: the sliders work without a running kernel.</div>'
+            f'<script>{script}</script></div>')
+    return HTML(body)
+
+
+def live_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *, labels=None,
+                  initial: Mapping | None = None, continuous_update: bool = False):
+    """ipywidgets sliders (one per setting of ``grid``) that redraw ``render(**settings)`` on change.
+
+    Settings that raise a :class:`~metalearn_core.errors.MetaLearnError` show its message, not a plot.
+    Returns the widget box (display it, or let it be a cell's last value).
+    """
+    import ipywidgets as W
+    from IPython.display import display
+
+    grid = _check_grid(grid)
+    labels = dict(labels or {})
+    initial = dict(initial or {})
+    sliders = {n: W.SelectionSlider(options=[(_fmt(v), v) for v in vals], value=initial.get(n, vals[0]),
+                                    description=labels.get(n, n), continuous_update=continuous_update,
+                                    style={"description_width": "initial"})
+               for n, vals in grid.items()}
+    out = W.Output()
+
+    def redraw(*_):
+        fig = _render_safely(render, {n: s.value for n, s in sliders.items()})
+        out.clear_output(wait=True)
+        with out:
+            display(fig)
+
+    for s in sliders.values():
+        s.observe(redraw, names="value")
+    box = W.VBox([W.HBox(list(sliders.values())), out])
+    box.redraw = redraw  # exposed so tests (and curious readers) can trigger a redraw without a browser
+    box.sliders = sliders
+    redraw()
+    return box
