@@ -18,7 +18,12 @@ __all__ = [
     "DivergenceError",
     "check_positive",
     "check_positive_int",
+    "BLOWUP_FACTOR",
 ]
+
+#: A loss this many times larger after adaptation than before is treated as divergence, not as a result
+#: (the inner learning rate α is too large: the inner steps overshoot instead of descending).
+BLOWUP_FACTOR = 1e4
 
 
 class MetaLearnError(ValueError):

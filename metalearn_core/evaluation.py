@@ -19,7 +19,7 @@ from torch.func import vmap
 
 from .algorithms import MetaLearner
 from .budgets import preset
-from .errors import DivergenceError, check_positive, check_positive_int
+from .errors import BLOWUP_FACTOR, DivergenceError, check_positive, check_positive_int
 from .models import Params
 from .tasks import TaskBatch, TaskFamily, make_generator
 
@@ -34,8 +34,6 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042]
 _Z975 = 1.959964
-# a mean loss this many times larger than before adaptation is treated as divergence, not a result
-_BLOWUP = 1e4
 
 
 def t_critical(df: int) -> float:
@@ -146,7 +144,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             f"adaptation diverged: with α={alpha:g} the query loss became NaN/inf after {bad_step} inner "
             f"step(s) on {n_bad} of {n_tasks} test tasks; use a smaller α (meta-training used α={learner.alpha:g})")
     means = losses.mean(0)
-    if means.max() > _BLOWUP * max(means[0], 1e-8):
+    if means.max() > BLOWUP_FACTOR * max(means[0], 1e-8):
         worst = int(np.argmax(means))
         raise DivergenceError(
             f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} before "

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .algorithms import MetaLearner
 from .budgets import Preset, preset, resolve_budget
 from .checkpoints import load_checkpoint, save_checkpoint
-from .errors import DivergenceError, check_positive, check_positive_int
+from .errors import BLOWUP_FACTOR, DivergenceError, check_positive, check_positive_int
 from .models import Params
 from .tasks import TaskFamily, make_generator
 
@@ -142,6 +142,8 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
             values = {k: float(v) for k, v in metrics.items()}
             if not all(math.isfinite(v) for v in values.values()):
                 _diverged(learner, beta, it, values)
+            if values["loss"] > BLOWUP_FACTOR * max(values.get("loss_before", math.inf), 1e-12):
+                _diverged(learner, beta, it, values, inner=True)
             for k, p in params.items():
                 p.grad = grads[k].detach()
             opt.step()
@@ -172,7 +174,13 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
     return result
 
 
-def _diverged(learner: MetaLearner, beta: float, it: int, values: dict) -> None:
+def _diverged(learner: MetaLearner, beta: float, it: int, values: dict, inner: bool = False) -> None:
+    if inner:
+        raise DivergenceError(
+            f"the inner loop diverges at iteration {it}: after adaptation the loss is {values['loss']:.3g}, "
+            f"{values['loss'] / max(values['loss_before'], 1e-12):.2g}× the loss before ({values['loss_before']:.3g}), "
+            f"with {learner.describe()} and outer learning rate β={beta:g}: lower the inner learning rate "
+            f"α={learner.alpha:g}")
     bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
     raise DivergenceError(
         f"meta-training diverged at iteration {it} ({bad}) with {learner.describe()} and outer learning "

@@ -235,16 +235,17 @@ def live_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *
                                     style={"description_width": "initial"})
                for n, vals in grid.items()}
     out = W.Output()
+    box = W.VBox([W.HBox(list(sliders.values())), out])
 
     def redraw(*_):
         fig = _render_safely(render, {n: s.value for n, s in sliders.items()})
+        box.figure = fig  # the figure on show, for tests and for saving
         out.clear_output(wait=True)
         with out:
             display(fig)
 
     for s in sliders.values():
         s.observe(redraw, names="value")
-    box = W.VBox([W.HBox(list(sliders.values())), out])
     box.redraw = redraw  # exposed so tests (and curious readers) can trigger a redraw without a browser
     box.sliders = sliders
     redraw()

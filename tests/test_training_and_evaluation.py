@@ -1,0 +1,149 @@
+"""The training loop, seeds, checkpoints, budgets and evaluation statistics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import metalearn_core as ml
+from metalearn_core.evaluation import TEST_SEED_OFFSET, t_critical
+
+
+def _train(seed, **kw):
+    learner = ml.MAML(ml.MLP((1, 16, 16, 1)), alpha=0.01)
+    return ml.meta_train(learner, ml.SinusoidTasks(), iterations=20, meta_batch=4, seed=seed,
+                         progress=False, **kw)
+
+
+def test_same_seed_same_result_and_different_seed_different_result():
+    a, b, c = _train(0), _train(0), _train(1)
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k])
+    assert any(not torch.equal(a.params[k], c.params[k]) for k in a.params)
+    assert a.history.metrics == b.history.metrics
+
+
+def test_task_sampling_is_reproducible():
+    f = ml.SinusoidTasks()
+    x, y = f.sample(3, seed=7), f.sample(3, seed=7)
+    assert torch.equal(x.x_support, y.x_support) and torch.equal(x.y_query, y.y_query)
+    assert not torch.equal(x.x_support, f.sample(3, seed=8).x_support)
+
+
+def test_sinusoid_ranges_and_shapes():
+    b = ml.SinusoidTasks().sample(500, shots=5, queries=7, seed=0)
+    assert b.x_support.shape == (500, 5, 1) and b.y_query.shape == (500, 7, 1)
+    amp, phase = b.info["amplitude"], b.info["phase"]
+    assert amp.min() >= 0.1 and amp.max() <= 5.0 and phase.min() >= 0 and phase.max() <= math.pi
+    assert b.x_support.abs().max() <= 5.0
+    torch.testing.assert_close(b.y_support, amp[:, None, None] * torch.sin(b.x_support - phase[:, None, None]))
+
+
+def test_history_is_logged_on_schedule_and_callbacks_can_stop():
+    seen = []
+    res = _train(0, log_every=5, callbacks=[lambda it, m, p: seen.append(it) or (it < 10)])
+    assert seen == [5, 10]
+    assert res.history.iterations == [5, 10]
+    assert set(res.history.metrics) == {"loss", "loss_before"}
+
+
+def test_training_does_not_modify_the_initial_params():
+    model = ml.MLP((1, 4, 1))
+    init = model.init(0)
+    copy = {k: v.clone() for k, v in init.items()}
+    ml.meta_train(ml.MAML(model), ml.SinusoidTasks(), iterations=3, params=init, progress=False)
+    for k in init:
+        assert torch.equal(init[k], copy[k])
+
+
+def test_meta_training_lowers_the_post_adaptation_loss_on_the_toy():
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    res = ml.meta_train(learner, ml.QuadraticTasks(), iterations=300, meta_batch=20, outer_lr=0.05,
+                        params=learner.model.init(value=[-3.0, 4.0]), progress=False, log_every=10)
+    loss = res.history.metrics["loss"]
+    assert np.mean(loss[-5:]) < 0.2 * np.mean(loss[:2])
+
+
+def test_budget_presets_set_the_loop_and_overrides_win():
+    res = ml.meta_train(ml.MAML(ml.LinearModel(2), alpha=0.1), ml.QuadraticTasks(), budget="quick",
+                        progress=False)
+    quick = ml.preset("quadratic", "quick")
+    assert res.history.steps_done == quick.iterations and res.config == quick
+    assert ml.preset("sinusoid", "cpu").iterations == 70_000
+    assert ml.preset("sinusoid", "cpu", iterations=5).iterations == 5
+    assert ml.preset("sinusoid", "cpu").eval_tasks >= 600
+
+
+def test_checkpoint_roundtrip_with_weights_only(tmp_path):
+    res = _train(0)
+    path = res.save(tmp_path / "ckpt" / "maml.pt")
+    raw = torch.load(path, weights_only=True)  # must not need pickled code
+    assert raw["format"] == "metalearn-checkpoint"
+    ckpt = ml.load_checkpoint(path, res.learner.model)
+    for k in res.params:
+        assert torch.equal(ckpt.params[k], res.params[k])
+    meta = ckpt.metadata
+    assert meta["learner"]["algorithm"] == "MAML" and meta["seed"] == 0 and meta["budget"] == "quick"
+    params, history = ml.load_params(path, res.learner)
+    assert history.iterations == res.history.iterations
+    assert ckpt.package_version == ml.__version__
+
+
+def test_t_critical_values():
+    assert t_critical(1) == pytest.approx(12.706)
+    assert t_critical(10) == pytest.approx(2.228)
+    assert t_critical(30) == pytest.approx(2.042)
+    assert t_critical(120) == pytest.approx(1.980, abs=2e-3)
+    assert t_critical(10**6) == pytest.approx(1.96, abs=1e-3)
+
+
+def test_mean_ci95_against_a_direct_computation():
+    rng = np.random.default_rng(0)
+    v = rng.normal(3.0, 2.0, size=600)
+    mean, ci = ml.mean_ci95(v)
+    direct = 1.9639 * np.sqrt(((v - v.mean()) ** 2).sum() / 599) / np.sqrt(600)  # t_{0.975, 599}
+    assert mean == pytest.approx(v.mean())
+    assert ci == pytest.approx(direct, rel=2e-3)
+    m1, c1 = ml.mean_ci95([2.0])
+    assert m1 == 2.0 and math.isnan(c1)
+
+
+def test_ci_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(2000):
+        mean, ci = ml.mean_ci95(rng.normal(1.0, 2.0, size=20))   # t-based: exact for normal data
+        hits += abs(mean - 1.0) <= ci
+    assert 0.93 < hits / 2000 < 0.97
+
+
+def test_adaptation_curve_shapes_and_statistics():
+    family = ml.QuadraticTasks()
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    params = learner.model.init(value=[1.0, 1.0])
+    curve = ml.adaptation_curve(learner, params, family, steps=4, n_tasks=30, seed=3)
+    assert curve.losses.shape == (30, 5) and curve.steps.tolist() == [0, 1, 2, 3, 4]
+    mean, ci = ml.mean_ci95(curve.losses[:, 2])
+    assert curve.mean[2] == pytest.approx(mean) and curve.ci95[2] == pytest.approx(ci)
+    assert curve.mean[4] < curve.mean[0]          # gradient steps on a convex toy help
+    # the loss after k steps agrees with the closed form on the same test tasks
+    batch = family.sample(30, shots=family.default_shots, queries=100,
+                          generator=ml.make_generator(TEST_SEED_OFFSET + 3))
+    adapted = family.adapted(params["w"], batch, 0.1, 2)
+    e = adapted - batch.info["w"]
+    closed = 0.5 * torch.einsum("bi,bij,bj->b", e, family.hessian(batch.x_query), e)
+    np.testing.assert_allclose(curve.losses[:, 2], closed.numpy(), rtol=1e-4)
+
+
+def test_test_tasks_never_come_from_the_training_stream():
+    family = ml.SinusoidTasks()
+    train = family.sample(50, generator=ml.make_generator(0))
+    test = family.sample(50, generator=ml.make_generator(TEST_SEED_OFFSET + 0))
+    assert not set(train.info["amplitude"].tolist()) & set(test.info["amplitude"].tolist())
+
+
+def test_adaptation_curve_default_task_count_comes_from_the_budget():
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    curve = ml.adaptation_curve(learner, learner.model.init(), ml.QuadraticTasks(), steps=1, budget="quick")
+    assert curve.n_tasks == ml.preset("quadratic", "quick").eval_tasks

@@ -1,0 +1,127 @@
+"""Plots, widgets (called without a browser), static sliders and exercise checkers."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import metalearn_core as ml
+from metalearn_core import demos, viz
+from metalearn_core.exercises import Feedback, check, compare_numbers, list_exercises
+
+
+def _render(a, b):
+    if a > 2:
+        raise ml.DivergenceError(f"α={a} diverges")
+    fig, ax = viz.new_figure()
+    ax.plot([0, 1], [a, b])
+    return fig
+
+
+def test_static_explorer_has_one_frame_per_grid_point_and_the_classes_the_site_uses():
+    out = viz.static_explorer(_render, {"a": [1, 2, 3], "b": [0.5, 1.5]}, labels={"a": "α"}, progress=False)
+    html = out.data
+    assert html.count('class="ml-static-slider"') == 2
+    assert 'class="ml-static-explorer"' in html and 'class="ml-static-frame"' in html
+    frames = re.search(r"var frames=(\{.*?\});", html).group(1)
+    assert frames.count("data:image/png;base64,") == 6
+    assert '"2,1"' in frames and ">α " in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_static_explorer_rejects_bad_grids():
+    with pytest.raises(ml.ConfigError):
+        viz.static_explorer(_render, {}, progress=False)
+    with pytest.raises(ml.ConfigError):
+        viz.static_explorer(_render, {"a": [1], "b": []}, progress=False)
+    with pytest.raises(ml.ConfigError):
+        viz.static_explorer(_render, {"a": [1], "b": [1]}, initial={"a": 7}, progress=False)
+
+
+def test_live_explorer_redraws_on_slider_change_and_shows_errors_as_messages(monkeypatch):
+    calls = []
+    box = viz.live_explorer(lambda a, b: calls.append((a, b)) or _render(a, b), {"a": [1, 3], "b": [0, 1]})
+    assert calls == [(1, 0)]
+    box.sliders["b"].value = 1          # what a user's drag does
+    assert calls[-1] == (1, 1)
+    box.sliders["a"].value = 3          # diverging setting: a message figure, no exception
+    assert calls[-1] == (3, 1)
+    texts = " ".join(t.get_text() for ax in box.figure.axes for t in ax.texts)
+    assert "diverges" in texts   # the figure on show is the message, not a broken plot
+
+
+def test_message_figure_for_divergence():
+    fig = viz._render_safely(_render, {"a": 5, "b": 0})
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "diverges" in texts
+
+
+def test_plots_draw_curves_with_ci_bands():
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    c = ml.adaptation_curve(learner, learner.model.init(), ml.QuadraticTasks(), steps=3, n_tasks=20)
+    fig = viz.plot_adaptation_curves([c], reference={"MAML": {1: 0.5}})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2 and len(ax.collections) == 1
+    res = ml.meta_train(learner, ml.QuadraticTasks(), iterations=10, log_every=2, progress=False)
+    fig = viz.plot_learning_curves({"MAML": res.history})
+    assert len(fig.axes[0].lines[0].get_xdata()) == 5
+    fig = viz.plot_sinusoid_tasks(ml.SinusoidTasks().sample(3))
+    assert len(fig.axes[0].lines) == 9
+
+
+def test_toy_comparison_is_consistent_and_cached():
+    comp = demos.toy_comparison(0.1, 0.05, 1, budget="quick")
+    assert set(comp.trajectories) == {"MAML", "FOMAML", "Reptile", "JointTraining"}
+    n = ml.preset("toy_explorer", "quick").iterations // ml.preset("toy_explorer", "quick").log_every + 1
+    assert all(t.shape == (n, 2) for t in comp.trajectories.values())
+    assert np.allclose(comp.trajectories["MAML"][0], demos.TOY_START)
+    assert demos.toy_comparison(0.1, 0.05, 1, budget="quick") is comp
+    for curve in comp.curves.values():
+        assert curve.mean[-1] < curve.mean[0]
+
+
+def test_toy_objective_grid_matches_the_adaptation_losses():
+    family = ml.QuadraticTasks()
+    t1, t2, j = demos.toy_objective_grid(family, 0.1, 2, n=7, n_tasks=300)
+    batch = family.sample(300, seed=777, dtype=torch.float64)
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    theta = torch.tensor([t1[2, 5], t2[2, 5]], dtype=torch.float64)
+    direct = ml.adaptation_losses(learner, {"w": theta}, batch, 2)[:, 2].mean().item()
+    assert j[2, 5] == pytest.approx(direct, rel=1e-9)
+
+
+def test_toy_figure_renders_and_diverging_settings_raise_clear_errors():
+    fig = demos.toy_figure(0.1, 0.05, 1, budget="quick")
+    assert len(fig.axes) == 2
+    with pytest.raises(ml.DivergenceError):
+        demos.toy_figure(0.9, 0.05, 5, budget="quick")
+
+
+def test_compare_numbers_explains_mistakes_without_revealing_the_answer():
+    ok, msg = compare_numbers(1.28, 1.28)
+    assert ok
+    ok, msg = compare_numbers(-1.28, 1.28)
+    assert not ok and "sign" in msg and "1.28" not in msg
+    ok, msg = compare_numbers([1, 2, 3], [1, 2])
+    assert not ok and "shape" in msg
+    ok, msg = compare_numbers(12.8, 1.28)
+    assert not ok and "factor" in msg
+    ok, msg = compare_numbers(1.6, 1.28, hints={"that is the first-order value": 1.6})
+    assert not ok and msg == "that is the first-order value"
+    ok, msg = compare_numbers("one", 1.0)
+    assert not ok
+
+
+def test_every_exercise_has_a_checker_that_rejects_a_missing_answer():
+    exercises = list_exercises()
+    assert exercises, "no exercise checkers registered"
+    for ex_id in exercises:
+        fb = check(ex_id, ...)
+        assert isinstance(fb, Feedback) and not fb and "no answer" in fb.message
+        assert "<div" in fb._repr_html_()
+
+
+def test_unknown_exercise():
+    with pytest.raises(ml.ConfigError):
+        check("99.9", 1)
