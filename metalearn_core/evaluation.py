@@ -130,13 +130,14 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     n_tasks = check_positive_int("n_tasks", n_tasks)
     generator = make_generator(TEST_SEED_OFFSET + seed)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
-    dtype = next(iter(params.values())).dtype
+    first = next(iter(params.values()))
+    dtype, device = first.dtype, first.device
     chunks = []
     for start in range(0, n_tasks, chunk):
         batch = family.sample(min(chunk, n_tasks - start), shots=shots, queries=queries, generator=generator,
-                              dtype=dtype)
+                              dtype=dtype).to(device)
         chunks.append(adaptation_losses(learner, params, batch, steps, alpha))
-    losses = torch.cat(chunks).double().numpy()
+    losses = torch.cat(chunks).double().cpu().numpy()
     if not np.isfinite(losses).all():
         bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
         n_bad = int((~np.isfinite(losses).all(1)).sum())

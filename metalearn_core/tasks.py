@@ -85,6 +85,11 @@ class TaskBatch:
     def __len__(self) -> int:
         return self.n_tasks
 
+    def to(self, device) -> "TaskBatch":
+        """The same tasks on ``device`` (tasks are always sampled on the CPU, so seeds mean the same everywhere)."""
+        return TaskBatch(self.x_support.to(device), self.y_support.to(device), self.x_query.to(device),
+                         self.y_query.to(device), {k: v.to(device) for k, v in self.info.items()})
+
     def task(self, i: int) -> "TaskBatch":
         """The ``i``-th task as a batch of one."""
         sl = slice(i, i + 1)

@@ -30,7 +30,7 @@ from .errors import BLOWUP_FACTOR, DivergenceError, check_positive, check_positi
 from .models import Params
 from .tasks import TaskFamily, make_generator
 
-__all__ = ["History", "TrainResult", "meta_train"]
+__all__ = ["History", "TrainResult", "meta_train", "load_params", "default_device"]
 
 Callback = Callable[[int, dict, Params], "bool | None"]
 
@@ -91,7 +91,8 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
                iterations: int | None = None, meta_batch: int | None = None, outer_lr: float | None = None,
                shots: int | None = None, queries: int | None = None, params: Params | None = None,
                log_every: int | None = None, callbacks: Iterable[Callback] = (), progress: bool = True,
-               record_trajectory: bool = False, checkpoint: str | Path | None = None) -> TrainResult:
+               record_trajectory: bool = False, checkpoint: str | Path | None = None,
+               device: str | torch.device | None = None) -> TrainResult:
     r"""Meta-train ``learner`` on tasks from ``family``; return a :class:`TrainResult`.
 
     Args:
@@ -108,6 +109,8 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
         progress: show a tqdm progress bar.
         record_trajectory: keep a copy of the parameters at every logged iteration (small models only).
         checkpoint: if given, save the result there at the end (see :meth:`TrainResult.save`).
+        device: where to compute (default: a CUDA GPU if there is one, else the CPU). Tasks are always
+            sampled on the CPU, so a seed picks the same tasks on every device.
 
     Raises:
         DivergenceError: the meta-loss became NaN or infinite; the message names α and β.
@@ -126,7 +129,8 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
         params = learner.model.init(seed)
     else:
         learner.model.check_params(params, "the initial params")
-    params = {k: v.detach().clone() for k, v in params.items()}
+    device = default_device() if device is None else torch.device(device)
+    params = {k: v.detach().clone().to(device) for k, v in params.items()}
     opt = torch.optim.Adam(list(params.values()), lr=beta)
 
     history = History()
@@ -137,7 +141,7 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
     start = time.perf_counter()
     try:
         for it in range(1, cfg.iterations + 1):
-            batch = family.sample(cfg.meta_batch, shots=shots, queries=queries, generator=generator)
+            batch = family.sample(cfg.meta_batch, shots=shots, queries=queries, generator=generator).to(device)
             grads, metrics = learner.meta_gradient(params, batch)
             values = {k: float(v) for k, v in metrics.items()}
             if not all(math.isfinite(v) for v in values.values()):
@@ -167,11 +171,16 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
             p.grad = None
     history.seconds = time.perf_counter() - start
     history.steps_done = history.iterations[-1] if history.iterations else 0
-    result = TrainResult({k: v.detach() for k, v in params.items()}, history, learner, family, cfg, budget,
+    result = TrainResult({k: v.detach().cpu() for k, v in params.items()}, history, learner, family, cfg, budget,
                          seed, trajectory)
     if checkpoint is not None:
         result.save(checkpoint)
     return result
+
+
+def default_device() -> torch.device:
+    """A CUDA GPU when one is available (e.g. on Colab, for the ``full`` budget), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _diverged(learner: MetaLearner, beta: float, it: int, values: dict, inner: bool = False) -> None:
