@@ -2,7 +2,6 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
-.DELETE_ON_ERROR:
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,6 +18,8 @@ QUICK_HTML := _build/quick/_build/html
 JB_FLAGS := -W --keep-going --all
 # Kernels: use the .venv's own python3 kernel even if the user has another one registered.
 JB_ENV = JUPYTER_PATH="$(CURDIR)/$(VENV)/share/jupyter"
+# $(call jb_build,BUDGET,OUTPUT FOLDER[,MORE FLAGS]): execute the chapters at BUDGET and build the website.
+jb_build = METALEARN_BUDGET=$(1) $(JB_ENV) $(VENV)/bin/jupyter-book build . --path-output $(2) $(JB_FLAGS) $(3)
 # What the website is made from: browser-test reuses a quick build whose searchindex.js (written last by
 # every build) is newer than all of these.
 BOOK_SOURCES := _config.yml _toc.yml book chapters metalearn_core results
@@ -43,7 +44,7 @@ setup:
 
 book: setup
 	@echo "== building the book at budget '$(BUDGET)' into $(OUT)"
-	METALEARN_BUDGET=$(BUDGET) $(JB_ENV) $(VENV)/bin/jupyter-book build . --path-output $(OUT) $(JB_FLAGS)
+	$(call jb_build,$(BUDGET),$(OUT))
 	@echo
 	@echo "The website is at $(HTML)/index.html"
 	@echo "Serve it with:  make serve BUDGET=$(BUDGET)   (or: $(PY) -m http.server --bind 127.0.0.1 $(PORT) --directory $(HTML))"
@@ -55,7 +56,7 @@ serve: book
 # The student edition: the same book with every {solution} removed (sphinx-exercise's hide_solutions).
 student-book: setup
 	$(PY) scripts/student_config.py _build/student-$(BUDGET)/_config.yml $(OUT)/_build/.jupyter_cache
-	METALEARN_BUDGET=$(BUDGET) $(JB_ENV) $(VENV)/bin/jupyter-book build . --config _build/student-$(BUDGET)/_config.yml --path-output _build/student-$(BUDGET) $(JB_FLAGS)
+	$(call jb_build,$(BUDGET),_build/student-$(BUDGET),--config _build/student-$(BUDGET)/_config.yml)
 	@echo "The student edition is at _build/student-$(BUDGET)/_build/html/index.html"
 
 test: setup
@@ -76,7 +77,7 @@ browser-test: setup chromium
 	  echo "== reusing the quick build in $(QUICK_HTML) (newer than every source)"; \
 	else \
 	  echo "== building the book at budget 'quick' into _build/quick"; \
-	  METALEARN_BUDGET=quick $(JB_ENV) $(VENV)/bin/jupyter-book build . --path-output _build/quick $(JB_FLAGS); \
+	  $(call jb_build,quick,_build/quick); \
 	fi
 	METALEARN_BUDGET=quick METALEARN_SITE=$(QUICK_HTML) $(PY) -m pytest tests/browser
 

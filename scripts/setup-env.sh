@@ -64,7 +64,8 @@ else
     say "torch: no CPU build reachable; falling back to plain 'torch>=2.2' from the default index (large: may include CUDA libraries)"
     "${PIP[@]}" install "torch>=2.2" || { cat "$log" >&2; die "could not install torch (pip's messages above and in $log)"; }
 fi
-say "torch $("$PY" -c "$torch_version")"
+torch_installed=$("$PY" -c "$torch_version")
+say "torch $torch_installed"
 
 # --- book and test tooling, and the package itself (editable) --------------------------------------------------
 if [ -f pyproject.toml ]; then
@@ -75,8 +76,9 @@ else
     "${PIP[@]}" install -q -r requirements.txt
 fi
 
-# the tooling must not have replaced the CPU torch
-"$PY" -c 'import torch, sys; print("setup-env: torch", torch.__version__, "cuda" if torch.version.cuda else "cpu-only")'
+# nothing above may have replaced the torch installed first (a CUDA build would be ~4 GB more)
+[ "$("$PY" -c "$torch_version")" = "$torch_installed" ] \
+    || say "warning: torch changed from $torch_installed to $("$PY" -c "$torch_version") while installing the requirements"
 
 echo "$want" > "$STAMP"
 say "done in $((SECONDS - start)) s"
