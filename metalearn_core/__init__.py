@@ -24,6 +24,8 @@ from .models import MLP, FunctionalModel, LinearModel
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
 
+from . import demos, exercises, viz  # noqa: E402  (submodules used as ml.viz, ml.demos, ml.exercises)
+
 __all__ = [
     "__version__",
     "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ALGORITHMS", "make_learner",
@@ -34,4 +36,5 @@ __all__ = [
     "FunctionalModel", "MLP", "LinearModel",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
     "History", "TrainResult", "meta_train", "load_params",
+    "viz", "demos", "exercises",
 ]

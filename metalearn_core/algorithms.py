@@ -136,18 +136,18 @@ class MAML(MetaLearner):
     first_order = False
 
     def _query_loss(self, params, xs, ys, xq, yq):
+        """L^q_T(θ'_T) for one task, with (its value, the query loss before adaptation) as aux."""
         adapted = self.adapt(params, xs, ys, first_order=self.first_order)
-        before = self.task_loss(params, xq, yq).detach()
-        return self.task_loss(adapted, xq, yq), before
+        after = self.task_loss(adapted, xq, yq)
+        return after, (after.detach(), self.task_loss(params, xq, yq).detach())
 
     def _meta_gradient(self, params, batch):
-        def objective(p):
-            after, before = self._map_tasks(self._query_loss, p, batch.x_support, batch.y_support,
-                                            batch.x_query, batch.y_query)
-            return after.mean(), (after.detach().mean(), before.mean())
-
-        grads, (after, before) = grad(objective, has_aux=True)(params)
-        return grads, {"loss": after, "loss_before": before}
+        # Per-task meta-gradients mapped over tasks, then averaged: the gradient of the mean query loss.
+        # (Measured faster on CPU than differentiating the vmapped mean; see benchmarks/.)
+        per_task = grad(self._query_loss, has_aux=True)
+        grads, (after, before) = self._map_tasks(per_task, params, batch.x_support, batch.y_support,
+                                                 batch.x_query, batch.y_query)
+        return {k: g.mean(0) for k, g in grads.items()}, {"loss": after.mean(), "loss_before": before.mean()}
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "first_order": self.first_order}

@@ -112,21 +112,22 @@ def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, st
 
 def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *, steps: int = 10,
                      shots: int | None = None, queries: int = 100, n_tasks: int | None = None,
-                     budget: str | None = None, seed: int = 0, alpha: float | None = None,
-                     label: str | None = None, chunk: int = 500) -> AdaptationCurve:
+                     budget: str | None = None, experiment: str | None = None, seed: int = 0,
+                     alpha: float | None = None, label: str | None = None, chunk: int = 500) -> AdaptationCurve:
     """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query loss.
 
     Args:
         shots: K support examples per test task (family default).
         queries: query examples per task used to measure the loss (many, so each task's loss is accurate).
         n_tasks: number of test tasks (default: the budget's ``eval_tasks``, ≥ 600 at ``cpu``).
+        experiment: which preset table gives that default (default ``family.name``).
         seed: picks the test tasks (stream ``TEST_SEED_OFFSET + seed``, never the training stream).
         alpha: test-time inner learning rate (default: the learner's α).
 
     Raises:
         DivergenceError: some task's loss became NaN/inf — α is too large for these tasks.
     """
-    n_tasks = n_tasks if n_tasks is not None else preset(family.name, budget).eval_tasks
+    n_tasks = n_tasks if n_tasks is not None else preset(experiment or family.name, budget).eval_tasks
     n_tasks = check_positive_int("n_tasks", n_tasks)
     generator = make_generator(TEST_SEED_OFFSET + seed)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
