@@ -4,7 +4,7 @@ A model object holds only its *architecture*; the weights travel separately, so 
 new weights θ' without touching any module state:
 
 >>> model = MLP((1, 40, 40, 1))
->>> params = model.init(seed=0)             # {"net.0.weight": ..., "net.0.bias": ..., ...}
+>>> params = model.init(seed=0)             # {"0.weight": ..., "0.bias": ..., ...}
 >>> y = model(params, torch.zeros(5, 1))    # torch.func.functional_call under the hood
 
 This is the interface every algorithm in :mod:`metalearn_core.algorithms` uses.

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from .errors import ConfigError, MetaLearnError
 
-__all__ = ["COLORS", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
+__all__ = ["COLORS", "log_y", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
            "plot_sinusoid_tasks", "figure_to_data_uri", "static_explorer", "live_explorer"]
 
 COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3"}
@@ -55,7 +55,32 @@ def _wrap(text: str, width: int) -> str:
 
 
 def _color(label: str, i: int) -> str:
-    return COLORS.get(label.split(" ")[0], f"C{i % 10}")
+    return COLORS.get(label.split(" ")[0].rstrip(":,"), f"C{i % 10}")
+
+
+def log_y(ax) -> None:
+    """Log-scale y axis with plain tick labels (0.5, 2, 10 rather than 5×10⁻¹); minor ticks are labelled
+    (2, 3, 5 × 10ⁿ) only when the axis spans less than two decades, so labels never crowd."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+
+    def major(v, _):
+        return f"{v:g}"
+
+    def minor(v, _):
+        lo, hi = ax.get_ylim()
+        if lo <= 0 or np.log10(hi / lo) > 2:
+            return ""
+        mantissa = round(v / 10 ** np.floor(np.log10(v)), 6)
+        return f"{v:g}" if mantissa in (2.0, 3.0, 5.0) else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(major))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+_METRIC_NAMES = {"mse": "MSE", "accuracy": "accuracy"}
+_KEY_LABELS = {"loss": "meta-objective: loss after adaptation", "loss_before": "loss at θ (no adaptation)"}
 
 
 def plot_adaptation_curves(curves, ax=None, *, title: str | None = None, logy: bool = False,
@@ -76,9 +101,10 @@ def plot_adaptation_curves(curves, ax=None, *, title: str | None = None, logy: b
         ax.plot(ks, [pts[k] for k in ks], "s", mfc="none", color=_color(label, j), ms=8,
                 label=f"{label} (published)")
     ax.set_xlabel("inner gradient steps at test time")
-    ax.set_ylabel(f"query {curves[0].metric if curves else 'loss'} (mean ± 95% CI)")
+    metric = _METRIC_NAMES.get(curves[0].metric, curves[0].metric) if curves else "loss"
+    ax.set_ylabel(f"query {metric} (mean ± 95% CI)")
     if logy:
-        ax.set_yscale("log")
+        log_y(ax)
     ax.set_title(title or "Adaptation curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -86,17 +112,20 @@ def plot_adaptation_curves(curves, ax=None, *, title: str | None = None, logy: b
 
 
 def plot_learning_curves(histories: Mapping[str, object], ax=None, *, key: str = "loss", title=None,
-                         logy: bool = True):
-    """Meta-training curves: ``histories`` maps a label to a :class:`~metalearn_core.training.History`."""
+                         logy: bool = True, ylabel: str | None = None):
+    """Meta-training curves: ``histories`` maps a label to a :class:`~metalearn_core.training.History`.
+
+    Each point is the mean of ``key`` over one logging interval (``log_every`` iterations) of meta-batches.
+    """
     fig = None
     if ax is None:
         fig, ax = new_figure()
     for i, (label, h) in enumerate(histories.items()):
         ax.plot(h.iterations, h.metrics[key], color=_color(label, i), label=label)
     ax.set_xlabel("meta-training iteration")
-    ax.set_ylabel(f"meta-batch {key.replace('_', ' ')}")
+    ax.set_ylabel(ylabel or _KEY_LABELS.get(key, key.replace("_", " ")))
     if logy:
-        ax.set_yscale("log")
+        log_y(ax)
     ax.set_title(title or "Meta-training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -111,7 +140,7 @@ def plot_sinusoid_tasks(batch, n: int = 4, ax=None, *, show_query: bool = True, 
 
     fig = None
     if ax is None:
-        fig, ax = new_figure(width=6.0)
+        fig, ax = new_figure(width=7.5)
     x = torch.linspace(-5, 5, 200)
     for i in range(min(n, batch.n_tasks)):
         a, p = batch.info["amplitude"][i], batch.info["phase"][i]
@@ -123,7 +152,7 @@ def plot_sinusoid_tasks(batch, n: int = 4, ax=None, *, show_query: bool = True, 
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title(title or "Sinusoid tasks: support (●) and query (×) points")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="task", title_fontsize=8)
     ax.grid(alpha=0.3)
     return fig if fig is not None else ax.figure
 
