@@ -75,7 +75,7 @@ def check(exercise_id: str, answer) -> Feedback:
         raise ConfigError(f"no exercise {exercise_id!r}: known exercises are {', '.join(sorted(_REGISTRY))}")
     _, fn = _REGISTRY[exercise_id]
     if answer is None or answer is Ellipsis:
-        return Feedback(exercise_id, False, "no answer yet: replace the ... (or None) with your answer")
+        return Feedback(exercise_id, False, "no answer yet (replace the ... with your answer)")
     ok, message = fn(answer)
     return Feedback(exercise_id, bool(ok), message)
 
