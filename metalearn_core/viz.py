@@ -92,10 +92,13 @@ def plot_adaptation_curves(curves, ax=None, *, title: str | None = None, logy: b
     fig = None
     if ax is None:
         fig, ax = new_figure()
+    # on a log axis a band reaching down to zero or below cannot be drawn: clip it at a third of the
+    # smallest mean shown, so it reads as "extends below the axis" instead of flooding the plot
+    floor = min((float(np.min(c.mean)) for c in curves), default=1.0) / 3 if logy else -np.inf
     for i, c in enumerate(curves):
         col = _color(c.label, i)
         ax.plot(c.steps, c.mean, "o-", ms=3, color=col, label=f"{c.label} ({c.n_tasks} tasks)")
-        ax.fill_between(c.steps, c.mean - c.ci95, c.mean + c.ci95, color=col, alpha=0.2, lw=0)
+        ax.fill_between(c.steps, np.maximum(c.mean - c.ci95, floor), c.mean + c.ci95, color=col, alpha=0.2, lw=0)
     for j, (label, pts) in enumerate((reference or {}).items()):
         ks = sorted(pts)
         ax.plot(ks, [pts[k] for k in ks], "s", mfc="none", color=_color(label, j), ms=8,

@@ -62,6 +62,14 @@ def _load_all() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+def _load_chapter(exercise_id: str) -> None:
+    """Import only the checkers of the exercise's chapter ("2.1" -> ch02), so one chapter's module
+    cannot break another's exercises."""
+    head = str(exercise_id).split(".")[0]
+    if head.isdigit() and f"ch{int(head):02d}" in _CHAPTER_MODULES:
+        importlib.import_module(f"{__name__}.ch{int(head):02d}")
+
+
 def list_exercises() -> dict[str, str]:
     """``{id: title}`` of every exercise with a checker."""
     _load_all()
@@ -70,7 +78,9 @@ def list_exercises() -> dict[str, str]:
 
 def check(exercise_id: str, answer) -> Feedback:
     """Check ``answer`` to exercise ``exercise_id`` (e.g. ``"2.1"``)."""
-    _load_all()
+    _load_chapter(exercise_id)
+    if exercise_id not in _REGISTRY:
+        _load_all()
     if exercise_id not in _REGISTRY:
         raise ConfigError(f"no exercise {exercise_id!r}: known exercises are {', '.join(sorted(_REGISTRY))}")
     _, fn = _REGISTRY[exercise_id]
