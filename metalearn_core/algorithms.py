@@ -23,6 +23,8 @@ algorithm          meta-gradient for a batch of B tasks
 
 from __future__ import annotations
 
+import abc
+
 from typing import Callable
 
 import torch
@@ -37,7 +39,7 @@ __all__ = ["MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ALGORIT
 Metrics = dict[str, torch.Tensor]
 
 
-class MetaLearner:
+class MetaLearner(abc.ABC):
     """Base class of all algorithms.
 
     Args:
@@ -101,8 +103,9 @@ class MetaLearner:
         self.model.check_input(batch.x_support, batch.y_support, where="the task batch")
         return self._meta_gradient(params, batch)
 
-    def _meta_gradient(self, params, batch):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _meta_gradient(self, params, batch):
+        """The algorithm's meta-gradient for a batch whose shapes were already checked."""
 
     def _map_tasks(self, fn, params, *tensors):
         """``fn(params, *task_tensors)`` for every task, stacked: vmap or a plain loop (same numbers)."""

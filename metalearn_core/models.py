@@ -12,6 +12,8 @@ This is the interface every algorithm in :mod:`metalearn_core.algorithms` uses.
 
 from __future__ import annotations
 
+import abc
+
 from typing import Sequence
 
 import torch
@@ -27,7 +29,7 @@ Params = dict[str, torch.Tensor]
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-class FunctionalModel:
+class FunctionalModel(abc.ABC):
     """Base class: wraps an ``nn.Module`` used only as an architecture for ``functional_call``.
 
     Subclasses set ``self.module``, ``self.in_features``, ``self.out_features`` and implement
@@ -53,8 +55,9 @@ class FunctionalModel:
 
     __call__ = forward
 
-    def spec(self) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def spec(self) -> dict:
+        """A JSON-able description of the architecture (checked when a checkpoint is loaded)."""
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.module.named_parameters()}

@@ -11,6 +11,8 @@ Tasks are always handled in batches: every tensor of a :class:`TaskBatch` has a 
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -101,7 +103,7 @@ class TaskBatch:
         return (torch.cat([self.x_support, self.x_query], 1), torch.cat([self.y_support, self.y_query], 1))
 
 
-class TaskFamily:
+class TaskFamily(abc.ABC):
     """A distribution over tasks. Subclasses implement :meth:`_sample`.
 
     Attributes:
@@ -134,8 +136,9 @@ class TaskFamily:
             generator = make_generator(0 if seed is None else seed)
         return self._sample(n_tasks, shots, queries, generator, dtype)
 
-    def _sample(self, n_tasks, shots, queries, generator, dtype) -> TaskBatch:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _sample(self, n_tasks, shots, queries, generator, dtype) -> TaskBatch:
+        """Draw ``n_tasks`` tasks (arguments already validated by :meth:`sample`)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
