@@ -90,13 +90,22 @@ def toy_objective_grid(family: QuadraticTasks, alpha: float, steps: int, lim=(-2
     return t1.numpy(), t2.numpy(), j.reshape(n, n).numpy()
 
 
+def _view_box(comp: ToyComparison, pad: float = 0.35) -> tuple[float, float]:
+    """A square view (same limits on both axes) that holds the start, every path and both optima."""
+    pts = np.concatenate([*comp.trajectories.values(), np.array([TOY_START, comp.maml_optimum,
+                                                                   comp.joint_optimum])])
+    lo, hi = float(pts.min()), float(pts.max())
+    return lo - pad, hi + pad
+
+
 def toy_figure(alpha: float = 0.1, beta: float = 0.05, steps: int = 1, *, budget: str | None = None,
                seed: int = 0):
     """Left: meta-training trajectories over the MAML objective's contours, with the closed-form MAML and
     joint-training optima. Right: adaptation curves of the final parameters on fresh test tasks."""
     comp = toy_comparison(float(alpha), float(beta), int(steps), budget=budget, seed=seed)
-    fig, (ax, ax2) = new_figure(ncols=2, width=5.2, height=4.2)
-    t1, t2, j = toy_objective_grid(comp.family, comp.alpha, comp.steps)
+    fig, (ax, ax2) = new_figure(ncols=2, width=5.2, height=4.8)
+    lim = _view_box(comp)
+    t1, t2, j = toy_objective_grid(comp.family, comp.alpha, comp.steps, lim=lim)
     levels = np.quantile(j, np.linspace(0.01, 0.9, 14))
     ax.contour(t1, t2, j, levels=np.unique(levels), colors="0.75", linewidths=0.8)
     for label, tr in comp.trajectories.items():
@@ -106,14 +115,14 @@ def toy_figure(alpha: float = 0.1, beta: float = 0.05, steps: int = 1, *, budget
     ax.plot(*comp.maml_optimum, "*", color=COLORS["MAML"], ms=16, mec="k", label="MAML optimum (closed form)")
     ax.plot(*comp.joint_optimum, "P", color=COLORS["JointTraining"], ms=11, mec="k",
             label="joint-training optimum")
-    ax.set_xlim(-2.5, 4.5)
-    ax.set_ylim(-2.5, 4.5)
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
     ax.set_aspect("equal")
     ax.set_xlabel("θ₁")
     ax.set_ylabel("θ₂")
     ax.set_title(f"Meta-training paths (α={comp.alpha:g}, β={comp.beta:g}, {comp.steps} inner step"
                  f"{'s' if comp.steps != 1 else ''})", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
     plot_adaptation_curves(list(comp.curves.values()), ax2, logy=True,
                            title=f"Test-time adaptation with α={comp.alpha:g}")
     return fig
