@@ -24,13 +24,12 @@ algorithm          meta-gradient for a batch of B tasks
 from __future__ import annotations
 
 import abc
-
 from typing import Callable
 
 import torch
 from torch.func import grad, vmap
 
-from .errors import check_positive, check_positive_int
+from .errors import ConfigError, check_positive, check_positive_int
 from .models import FunctionalModel, Params
 from .tasks import TaskBatch, mse_loss
 
@@ -228,8 +227,6 @@ ALGORITHMS: dict[str, type[MetaLearner]] = {
 
 def make_learner(name: str, model: FunctionalModel, **kwargs) -> MetaLearner:
     """Build an algorithm by name (``maml``, ``fomaml``, ``reptile``, ``joint``; case-insensitive)."""
-    from .errors import ConfigError
-
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {name!r}: choose one of {', '.join(ALGORITHMS)}")

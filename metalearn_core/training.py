@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -134,7 +133,7 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
     opt = torch.optim.Adam(list(params.values()), lr=beta)
 
     history = History()
-    trajectory = [{k: v.clone() for k, v in params.items()}] if record_trajectory else None
+    trajectory = [_snapshot(params)] if record_trajectory else None
     sums: dict[str, float] = {}
     count = 0
     bar = tqdm(total=cfg.iterations, desc=learner.name, disable=not progress, leave=False, mininterval=0.5)
@@ -162,7 +161,7 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
                 sums, count = {}, 0
                 bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
                 if trajectory is not None:
-                    trajectory.append({k: v.detach().clone() for k, v in params.items()})
+                    trajectory.append(_snapshot(params))
                 if any(cb(it, means, params) is False for cb in callbacks):
                     break
     finally:
@@ -171,11 +170,16 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
             p.grad = None
     history.seconds = time.perf_counter() - start
     history.steps_done = history.iterations[-1] if history.iterations else 0
-    result = TrainResult({k: v.detach().cpu() for k, v in params.items()}, history, learner, family, cfg, budget,
+    result = TrainResult(_snapshot(params), history, learner, family, cfg, budget,
                          seed, trajectory)
     if checkpoint is not None:
         result.save(checkpoint)
     return result
+
+
+def _snapshot(params: Params) -> Params:
+    """A detached CPU copy of ``params`` (results and trajectories live on the CPU whatever the device)."""
+    return {k: v.detach().cpu().clone() for k, v in params.items()}
 
 
 def default_device() -> torch.device:
@@ -200,12 +204,3 @@ def load_params(path, learner: MetaLearner) -> tuple[Params, History]:
     """Parameters and training history from a checkpoint saved by :meth:`TrainResult.save`."""
     ckpt = load_checkpoint(path, learner.model)
     return ckpt.params, History.from_dict(ckpt.metadata.get("history", {}))
-
-
-def smooth(values, window: int = 5) -> np.ndarray:
-    """Moving average used by the learning-curve plots."""
-    v = np.asarray(values, dtype=float)
-    if window <= 1 or len(v) < window:
-        return v
-    kernel = np.ones(window) / window
-    return np.convolve(np.pad(v, (window - 1, 0), mode="edge"), kernel, mode="valid")
