@@ -84,11 +84,19 @@ def test_toy_comparison_is_consistent_and_cached():
 def test_toy_objective_grid_matches_the_adaptation_losses():
     family = ml.QuadraticTasks()
     t1, t2, j = demos.toy_objective_grid(family, 0.1, 2, n=7, n_tasks=300)
-    batch = family.sample(300, seed=777, dtype=torch.float64)
+    batch = family.sample(300, seed=demos.REFERENCE_SEED, dtype=torch.float64)
     learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
     theta = torch.tensor([t1[2, 5], t2[2, 5]], dtype=torch.float64)
     direct = ml.adaptation_losses(learner, {"w": theta}, batch, 2)[:, 2].mean().item()
     assert j[2, 5] == pytest.approx(direct, rel=1e-9)
+
+
+def test_marked_maml_optimum_is_the_minimum_of_the_drawn_contours():
+    family = ml.QuadraticTasks()
+    comp = demos.toy_comparison(0.1, 0.05, 1, budget="quick")
+    t1, t2, j = demos.toy_objective_grid(family, 0.1, 1, lim=(-2.5, 4.5), n=201)
+    i = np.unravel_index(np.argmin(j), j.shape)
+    assert abs(t1[i] - comp.maml_optimum[0]) <= 0.05 and abs(t2[i] - comp.maml_optimum[1]) <= 0.05
 
 
 def test_toy_figure_renders_and_diverging_settings_raise_clear_errors():
