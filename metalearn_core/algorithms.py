@@ -24,7 +24,7 @@ algorithm          meta-gradient for a batch of B tasks
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch.func import grad, vmap
@@ -71,25 +71,45 @@ class MetaLearner(abc.ABC):
         return self.loss(self.model(params, x), y)
 
     def inner_step(self, params: Params, x: torch.Tensor, y: torch.Tensor, alpha: float | None = None,
-                   first_order: bool = False) -> Params:
+                   first_order: bool = False, trainable: Sequence[str] | None = None) -> Params:
         r"""One step :math:`\theta - \alpha\nabla_\theta L_T(\theta)` on one task.
 
         With ``first_order=True`` the gradient is detached, so differentiating the result with respect to θ
-        gives the identity (the first-order approximation of MAML).
+        gives the identity (the first-order approximation of MAML). ``trainable`` names the parameters that
+        move (default: all); the others stay frozen, e.g. ``trainable=["4.weight", "4.bias"]`` fine-tunes
+        only the last layer of an MLP (a *linear probe*).
         """
         a = self.alpha if alpha is None else alpha
         g = grad(self.task_loss)(params, x, y)
         if first_order:
             g = {k: v.detach() for k, v in g.items()}
-        return {k: p - a * g[k] for k, p in params.items()}
+        if trainable is None:
+            return {k: p - a * g[k] for k, p in params.items()}
+        return {k: (p - a * g[k]) if k in trainable else p for k, p in params.items()}
+
+    def check_trainable(self, params: Params, trainable: Sequence[str] | None) -> tuple[str, ...] | None:
+        """Validate a ``trainable`` selection of parameter names against ``params``."""
+        if trainable is None:
+            return None
+        names = (trainable,) if isinstance(trainable, str) else tuple(trainable)
+        unknown = [n for n in names if n not in params]
+        if unknown or not names:
+            raise ConfigError(f"trainable must name some of the model's parameters {list(params)}; "
+                              f"got {list(names)}" + (f" (unknown: {unknown})" if unknown else ""))
+        return names
 
     def adapt(self, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int | None = None,
-              alpha: float | None = None, first_order: bool = False) -> Params:
-        """θ' after ``steps`` inner steps (default: the meta-training number) on one task's support set."""
+              alpha: float | None = None, first_order: bool = False,
+              trainable: Sequence[str] | None = None) -> Params:
+        """θ' after ``steps`` inner steps (default: the meta-training number) on one task's support set.
+
+        ``trainable`` optionally names the parameters that are adapted (the rest stay frozen).
+        """
         steps = self.inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
         alpha = self.alpha if alpha is None else check_positive("α (alpha)", alpha)
+        trainable = self.check_trainable(params, trainable)
         for _ in range(steps):
-            params = self.inner_step(params, x, y, alpha, first_order)
+            params = self.inner_step(params, x, y, alpha, first_order, trainable)
         return params
 
     # ---- the outer loop ----------------------------------------------------------------------------------

@@ -57,6 +57,13 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "cpu": Preset(iterations=10_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=50),
         "full": Preset(iterations=70_000, meta_batch=25, outer_lr=1e-3, eval_tasks=2000, log_every=100),
     },
+    # Chapter 4's meta-training explorer: 54 short runs over a grid of α, β, inner steps and algorithms
+    # (precomputed by `python -m metalearn_core reproduce sinusoid`; the live widget runs one at a time).
+    "sinusoid_explorer": {
+        "quick": Preset(iterations=20, meta_batch=5, outer_lr=1e-3, eval_tasks=20, log_every=5),
+        "cpu": Preset(iterations=2_000, meta_batch=25, outer_lr=1e-3, eval_tasks=200, log_every=50),
+        "full": Preset(iterations=10_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=100),
+    },
     # The quadratic toy (linear regression with exact targets): cheap at every budget.
     "quadratic": {
         "quick": Preset(iterations=200, meta_batch=10, outer_lr=2e-2, eval_tasks=100, log_every=5),

@@ -92,16 +92,20 @@ class AdaptationCurve:
 
 
 def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, steps: int,
-                      alpha: float | None = None) -> torch.Tensor:
-    """``[B, steps+1]`` query loss of every task after 0..``steps`` inner steps of ``learner``."""
+                      alpha: float | None = None, trainable=None) -> torch.Tensor:
+    """``[B, steps+1]`` query loss of every task after 0..``steps`` inner steps of ``learner``.
+
+    ``trainable`` optionally names the parameters adapted in the inner loop (the others stay frozen).
+    """
     steps = check_positive_int("steps", steps, minimum=0)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
     learner.model.check_input(batch.x_support, batch.y_support, where="the test tasks")
+    trainable = learner.check_trainable(params, trainable)
 
     def curve(p, xs, ys, xq, yq):
         out = [learner.task_loss(p, xq, yq)]
         for _ in range(steps):
-            p = learner.inner_step(p, xs, ys, alpha)
+            p = learner.inner_step(p, xs, ys, alpha, trainable=trainable)
             out.append(learner.task_loss(p, xq, yq))
         return torch.stack(out)
 
@@ -113,7 +117,8 @@ def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, st
 def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *, steps: int = 10,
                      shots: int | None = None, queries: int = 100, n_tasks: int | None = None,
                      budget: str | None = None, experiment: str | None = None, seed: int = 0,
-                     alpha: float | None = None, label: str | None = None, chunk: int = 500) -> AdaptationCurve:
+                     alpha: float | None = None, label: str | None = None, chunk: int = 500,
+                     trainable=None) -> AdaptationCurve:
     """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query loss.
 
     Args:
@@ -123,6 +128,8 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
         experiment: which preset table gives that default (default ``family.name``).
         seed: picks the test tasks (stream ``TEST_SEED_OFFSET + seed``, never the training stream).
         alpha: test-time inner learning rate (default: the learner's α).
+        trainable: names of the parameters adapted at test time (default all; e.g. the last layer only
+            for a linear probe).
 
     Raises:
         DivergenceError: some task's loss became NaN/inf — α is too large for these tasks.
@@ -137,7 +144,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     for start in range(0, n_tasks, chunk):
         batch = family.sample(min(chunk, n_tasks - start), shots=shots, queries=queries, generator=generator,
                               dtype=dtype).to(device)
-        chunks.append(adaptation_losses(learner, params, batch, steps, alpha))
+        chunks.append(adaptation_losses(learner, params, batch, steps, alpha, trainable))
     losses = torch.cat(chunks).double().cpu().numpy()
     if not np.isfinite(losses).all():
         bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
