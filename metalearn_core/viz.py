@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from .errors import ConfigError, MetaLearnError
 
 __all__ = ["COLORS", "log_y", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
-           "plot_sinusoid_tasks", "figure_to_data_uri", "static_explorer", "live_explorer"]
+           "plot_sinusoid_tasks", "plot_adapted_functions", "figure_to_data_uri", "static_explorer", "live_explorer"]
 
 COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3"}
 
@@ -160,6 +160,44 @@ def plot_sinusoid_tasks(batch, n: int = 4, ax=None, *, show_query: bool = True, 
     return fig if fig is not None else ax.figure
 
 
+def plot_adapted_functions(learner, params, task, *, steps=(0, 1, 10), alpha: float | None = None, ax=None,
+                           title: str | None = None, color: str | None = None, xlim=(-5.0, 5.0)):
+    """The prediction of ``params`` on a 1-D regression task before and after some inner steps.
+
+    ``task`` is a one-task :class:`~metalearn_core.tasks.TaskBatch` of a sinusoid family (its true function is
+    drawn from ``info``); its support points are drawn as triangles. Lines get lighter-to-darker with steps.
+    """
+    import torch
+
+    from .tasks import SinusoidTasks
+
+    fig = None
+    if ax is None:
+        fig, ax = new_figure()
+    x = torch.linspace(*xlim, 200)
+    a, ph = float(task.info["amplitude"][0]), float(task.info["phase"][0])
+    ax.plot(x, SinusoidTasks.function(a, ph, x), color="k", lw=2.2, alpha=0.3, label="true function")
+    xs, ys = task.x_support[0], task.y_support[0]
+    p = {k: v.detach() for k, v in params.items()}
+    done = 0
+    shades = np.linspace(0.35, 1.0, len(steps))
+    base = color or "C0"
+    for shade, k in zip(shades, sorted(steps)):
+        p = learner.adapt(p, xs, ys, steps=k - done, alpha=alpha)
+        done = k
+        with torch.no_grad():
+            pred = learner.model(p, x[:, None])[:, 0]
+        ax.plot(x, pred, color=base, alpha=float(shade), lw=1.6, ls="--" if k == 0 else "-",
+                label="before adaptation" if k == 0 else f"after {k} step{'s' if k != 1 else ''}")
+    ax.plot(xs[:, 0], ys[:, 0], "k^", ms=7, label=f"K={xs.shape[0]} support points")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title or learner.describe(), fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    return fig if fig is not None else ax.figure
+
+
 def figure_to_data_uri(fig: Figure, dpi: int = 80) -> str:
     """PNG of ``fig`` as a ``data:`` URI (self-contained: no file, no network)."""
     buf = io.BytesIO()
@@ -250,11 +288,14 @@ def static_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence],
 
 
 def live_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *, labels=None,
-                  initial: Mapping | None = None, continuous_update: bool = False):
+                  initial: Mapping | None = None, continuous_update: bool = False,
+                  buttons: Mapping[str, Callable[[dict], None]] | None = None):
     """ipywidgets sliders (one per setting of ``grid``) that redraw ``render(**settings)`` on change.
 
     Settings that raise a :class:`~metalearn_core.errors.MetaLearnError` show its message, not a plot.
-    Returns the widget box (display it, or let it be a cell's last value).
+    ``buttons`` maps a button's text to ``fn(sliders)``, called on click with the dict of sliders (e.g. to
+    move the "task" slider to a new task). Returns the widget box (display it, or let it be a cell's last
+    value); ``box.redraw()``, ``box.sliders`` and ``box.buttons`` let tests drive it without a browser.
     """
     import ipywidgets as W
     from IPython.display import display
@@ -267,7 +308,12 @@ def live_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *
                                     style={"description_width": "initial"})
                for n, vals in grid.items()}
     out = W.Output()
-    box = W.VBox([W.HBox(list(sliders.values())), out])
+    button_widgets = {}
+    for text, fn in (buttons or {}).items():
+        b = W.Button(description=text)
+        b.on_click(lambda _b, fn=fn: fn(sliders))
+        button_widgets[text] = b
+    box = W.VBox([W.HBox(list(sliders.values()) + list(button_widgets.values())), out])
 
     def redraw(*_):
         fig = _render_safely(render, {n: s.value for n, s in sliders.items()})
@@ -280,5 +326,6 @@ def live_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *
         s.observe(redraw, names="value")
     box.redraw = redraw  # exposed so tests (and curious readers) can trigger a redraw without a browser
     box.sliders = sliders
+    box.buttons = button_widgets
     redraw()
     return box

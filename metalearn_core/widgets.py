@@ -1,0 +1,305 @@
+r"""The book's two sinusoid widgets, each live (ipywidgets) and static (precomputed sliders).
+
+* :class:`AdaptationExplorer` — test-time adaptation of trained initialisations: sliders for the test-time
+  step size α, the number of inner steps and the number of support points K, and a button for a new task.
+  It redraws the fitted functions and the adaptation curves (this task, and the mean ± 95% CI over many
+  test tasks) in well under a second: everything is one ``vmap``-batched inner loop of a small MLP.
+* :class:`MetaTrainingExplorer` — meta-training itself: pick an algorithm, α, β and inner steps, press
+  *Train*, and watch the learning curve grow with a progress bar; the adaptation curve of the result follows.
+  On the static website the same figure comes from a precomputed grid of runs
+  (:func:`metalearn_core.experiments.sinusoid.compute_explorer`).
+
+Both draw with one render function for the live and the static version, and show a message instead of a
+plot when a setting diverges.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import viz
+from .errors import ConfigError, DivergenceError
+from .evaluation import TEST_SEED_OFFSET, adaptation_curve, adaptation_losses
+from .tasks import SinusoidTasks
+
+__all__ = ["AdaptationExplorer", "MetaTrainingExplorer"]
+
+# the "new task" stream of the adaptation explorer: test tasks, separate from training and from the tables
+_TASK_STREAM = TEST_SEED_OFFSET + 77
+
+
+class AdaptationExplorer:
+    """Adapt trained initialisations to sinusoid test tasks and draw what happens.
+
+    Args:
+        models: ``{label: (learner, params)}`` or ``{label: TrainedModel}`` (anything with ``.learner`` and
+            ``.params``), e.g. the output of :func:`metalearn_core.experiments.sinusoid.load_models`.
+        n_tasks: test tasks behind the mean adaptation curve drawn next to the single task.
+        max_steps: the x-axis of the adaptation curves runs from 0 to this many steps.
+    """
+
+    def __init__(self, models: Mapping[str, object], *, n_tasks: int = 100, max_steps: int = 10, seed: int = 0):
+        if not models:
+            raise ConfigError("AdaptationExplorer needs at least one trained model")
+        self.models = {k: (v if isinstance(v, tuple) else (v.learner, v.params)) for k, v in models.items()}
+        self.family = SinusoidTasks()
+        self.n_tasks = int(n_tasks)
+        self.max_steps = int(max_steps)
+        self.seed = int(seed)
+        self._x = torch.linspace(-5, 5, 200)[:, None]
+
+    @functools.lru_cache(maxsize=64)
+    def task(self, index: int, shots: int):
+        """Test task number ``index`` (a fixed stream, so a task looks the same at every K)."""
+        g = torch.Generator().manual_seed(_TASK_STREAM + 1000 * self.seed + int(index))
+        return self.family.sample(1, shots=shots, queries=100, generator=g)
+
+    @functools.lru_cache(maxsize=128)
+    def mean_curve(self, label: str, alpha: float, shots: int):
+        """Mean ± 95% CI of the query MSE over ``n_tasks`` test tasks (cached per setting)."""
+        learner, params = self.models[label]
+        return adaptation_curve(learner, params, self.family, steps=self.max_steps, shots=shots, queries=100,
+                                n_tasks=self.n_tasks, seed=self.seed, alpha=alpha, label=label)
+
+    def adapted(self, label: str, alpha: float, steps: int, shots: int, task: int):
+        """(prediction on the x grid after ``steps`` steps, this task's query-MSE curve for 0..max_steps)."""
+        learner, params = self.models[label]
+        batch = self.task(task, shots)
+        xs, ys = batch.x_support[0], batch.y_support[0]
+        p = {k: v.detach() for k, v in params.items()}
+        p = learner.adapt(p, xs, ys, steps=steps, alpha=alpha)
+        with torch.no_grad():
+            pred = learner.model(p, self._x)[:, 0]
+        curve = adaptation_losses(learner, params, batch, max(self.max_steps, steps), alpha)[0]
+        return pred, curve
+
+    def render(self, alpha: float = 0.01, steps: int = 1, shots: int = 10, task: int = 0):
+        """Two panels: the fitted functions on one task, and the adaptation curves."""
+        fig, (ax1, ax2) = viz.new_figure(ncols=2, width=4.6, height=3.4)
+        batch = self.task(task, shots)
+        a, ph = float(batch.info["amplitude"][0]), float(batch.info["phase"][0])
+        x = self._x[:, 0]
+        ax1.plot(x, SinusoidTasks.function(a, ph, x), color="k", lw=2, alpha=0.35, label="true function")
+        ax1.plot(batch.x_support[0, :, 0], batch.y_support[0, :, 0], "k^", ms=7, label=f"K={shots} support points")
+        for i, label in enumerate(self.models):
+            pred, curve = self.adapted(label, alpha, steps, shots, task)
+            if not torch.isfinite(curve).all() or float(curve.max()) > 1e4 * max(float(curve[0]), 1e-8):
+                raise DivergenceError(
+                    f"adapting the {label} model with α={alpha:g} diverges on this task (its loss grows without "
+                    f"bound): use a smaller α")
+            col = viz.COLORS.get(label, f"C{i}")
+            ax1.plot(x, pred, color=col, lw=1.8, label=f"{label}, {steps} step{'s' if steps != 1 else ''}")
+            mc = self.mean_curve(label, float(alpha), int(shots))
+            ax2.plot(np.arange(len(curve)), curve.numpy(), "--", color=col, lw=1.2, label=f"{label}: this task")
+            ax2.plot(mc.steps, mc.mean, "o-", ms=3, color=col, label=f"{label}: mean of {mc.n_tasks} tasks")
+            ax2.fill_between(mc.steps, np.maximum(mc.mean - mc.ci95, 1e-3), mc.mean + mc.ci95, color=col,
+                             alpha=0.15, lw=0)
+        ax1.set_ylim(-6, 6)
+        ax1.set_xlabel("x")
+        ax1.set_ylabel("y")
+        ax1.set_title(f"Test task {task + 1}: fit after {steps} step{'s' if steps != 1 else ''} of α={alpha:g}",
+                      fontsize=10)
+        ax1.legend(fontsize=7, loc="lower left")
+        ax1.grid(alpha=0.3)
+        ax2.axvline(steps, color="0.5", lw=0.8, ls=":")
+        viz.log_y(ax2)
+        ax2.set_xlabel("inner gradient steps")
+        ax2.set_ylabel("query MSE")
+        ax2.set_title(f"Adaptation curves, K={shots}, α={alpha:g}", fontsize=10)
+        ax2.legend(fontsize=7)
+        ax2.grid(alpha=0.3)
+        return fig
+
+    LABELS = {"alpha": "test-time α", "steps": "inner steps", "shots": "K (support points)", "task": "test task"}
+
+    def live(self, alphas: Sequence[float] = (0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3),
+             steps: Sequence[int] = (0, 1, 2, 3, 5, 10), shots: Sequence[int] = (2, 5, 10, 20),
+             initial: Mapping | None = None):
+        """ipywidgets version: sliders plus a *New task* button."""
+        n_live_tasks = 1000
+        grid = {"alpha": list(alphas), "steps": list(steps), "shots": list(shots), "task": list(range(n_live_tasks))}
+
+        def new_task(sliders):
+            sliders["task"].value = (sliders["task"].value + 1) % n_live_tasks
+
+        box = viz.live_explorer(self.render, grid, labels=self.LABELS,
+                                initial=initial or {"alpha": 0.01, "steps": 1, "shots": 10},
+                                buttons={"New task": new_task})
+        box.sliders["task"].layout.display = "none"   # the button moves through tasks; no slider needed
+        return box
+
+    def static(self, alphas: Sequence[float] = (0.003, 0.01, 0.03, 0.3), steps: Sequence[int] = (0, 1, 5, 10),
+               shots: Sequence[int] = (5, 10, 20), tasks: int = 2, dpi: int = 64):
+        """Precomputed sliders (no kernel needed): every combination of the values given."""
+        grid = {"alpha": list(alphas), "steps": list(steps), "shots": list(shots), "task": list(range(tasks))}
+        preferred = {"alpha": 0.01, "steps": 1, "shots": 10, "task": 0}
+        initial = {k: v for k, v in preferred.items() if v in grid[k]}   # others start at their first value
+        return viz.static_explorer(self.render, grid, labels={**self.LABELS, "task": "test task (0, 1, …)"},
+                                   initial=initial,
+                                   title="Adapting trained initialisations to a new task", dpi=dpi)
+
+
+class MetaTrainingExplorer:
+    """Meta-train on sinusoids with chosen α, β, inner steps and algorithm; draw learning and adaptation curves.
+
+    Args:
+        grid: the precomputed explorer document (:func:`metalearn_core.experiments.sinusoid.load_explorer`),
+            used by :meth:`static` and :meth:`render` (optional for :meth:`live` and :meth:`run`).
+        seed: training seed of live runs.
+    """
+
+    LABELS = {"algorithm": "algorithm", "alpha": "α (inner)", "outer_lr": "β (outer)", "inner_steps": "inner steps"}
+
+    def __init__(self, grid: dict | None = None, *, seed: int = 0):
+        self.grid = grid
+        self.seed = seed
+
+    # ---- one run ---------------------------------------------------------------------------------------------
+    def run(self, algorithm: str = "MAML", alpha: float = 0.01, outer_lr: float = 1e-3, inner_steps: int = 1, *,
+            iterations: int = 2000, budget: str = "cpu", on_log=None) -> dict:
+        """Meta-train one setting; ``on_log(iteration, metrics, history_so_far)`` is called as it goes.
+
+        Returns the same kind of dict as a point of the precomputed grid (see :meth:`render_entry`).
+        """
+        from .experiments.sinusoid import train_explorer_point
+
+        log = {"iterations": [], "loss": [], "loss_before": []}
+
+        def callback(it, metrics, _params):
+            log["iterations"].append(it)
+            log["loss"].append(metrics["loss"])
+            log["loss_before"].append(metrics["loss_before"])
+            if on_log is not None:
+                on_log(it, metrics, log)
+
+        return train_explorer_point(algorithm, alpha, outer_lr, inner_steps, budget=budget, seed=self.seed,
+                                    iterations=iterations, callbacks=[callback])
+
+    # ---- drawing ------------------------------------------------------------------------------------------------
+    def render_entry(self, entry: dict, *, total_iterations: int | None = None):
+        """Learning curve (left) and 5-shot adaptation curve (right) of one run (finished or in progress)."""
+        if entry.get("error"):
+            return viz.message_figure(entry["error"], title="This setting diverges")
+        fig, (ax1, ax2) = viz.new_figure(ncols=2, width=4.6, height=3.4)
+        h = entry["history"]
+        ax1.plot(h["iterations"], h["loss_before"], color="0.55", lw=1.2, label="before adaptation (at θ)")
+        ax1.plot(h["iterations"], h["loss"], color="C0", lw=1.6, label="meta-objective (after adaptation)")
+        if total_iterations:
+            ax1.set_xlim(0, total_iterations)
+        viz.log_y(ax1)
+        ax1.set_xlabel("meta-training iteration")
+        ax1.set_ylabel("training loss (meta-batch mean)")
+        ax1.set_title(f"{entry['algorithm']}: α={entry['alpha']:g}, β={entry['outer_lr']:g}, "
+                      f"{entry['inner_steps']} inner step{'s' if entry['inner_steps'] != 1 else ''}", fontsize=10)
+        ax1.legend(fontsize=7)
+        ax1.grid(alpha=0.3)
+        curve = entry.get("curve")
+        if curve:
+            mean, ci = np.array(curve["mean"]), np.array(curve["ci95"])
+            steps = np.arange(len(mean))
+            ax2.plot(steps, mean, "o-", ms=3, color="C0")
+            ax2.fill_between(steps, np.maximum(mean - ci, mean.min() / 3), mean + ci, color="C0", alpha=0.2, lw=0)
+            viz.log_y(ax2)
+            ax2.set_title(f"After meta-training: {entry['shots']}-shot test tasks (n={entry['n_tasks']})",
+                          fontsize=10)
+            ax2.text(0.97, 0.95, f"after 1 step: {mean[1]:.2f} ± {ci[1]:.2f}\nafter 10 steps: {mean[-1]:.2f} ± "
+                     f"{ci[-1]:.2f}", transform=ax2.transAxes, ha="right", va="top", fontsize=8,
+                     bbox=dict(fc="white", ec="0.8"))
+        else:
+            ax2.text(0.5, 0.5, "training…", ha="center", va="center", transform=ax2.transAxes, color="0.4")
+            ax2.set_title("Adaptation curve (after training)", fontsize=10)
+        ax2.set_xlabel("inner gradient steps at test time (α as trained)")
+        ax2.set_ylabel("query MSE, mean ± 95% CI")
+        ax2.grid(alpha=0.3)
+        return fig
+
+    def render(self, algorithm: str, alpha: float, outer_lr: float, inner_steps: int):
+        """The precomputed run of one grid point."""
+        if self.grid is None:
+            raise ConfigError("no precomputed grid: pass grid=load_explorer() to MetaTrainingExplorer")
+        try:
+            entry = self.grid["index"][algorithm, alpha, outer_lr, inner_steps]
+        except KeyError:
+            raise ConfigError(f"({algorithm}, α={alpha}, β={outer_lr}, {inner_steps} steps) is not in the "
+                              f"precomputed grid {self.grid['grid']}") from None
+        return self.render_entry(entry)
+
+    def static(self, dpi: int = 64):
+        """Precomputed sliders over the whole grid (no kernel needed)."""
+        if self.grid is None:
+            raise ConfigError("no precomputed grid: pass grid=load_explorer() to MetaTrainingExplorer")
+        g = self.grid["grid"]
+        return viz.static_explorer(self.render, g, labels=self.LABELS,
+                                   initial={"algorithm": "MAML", "alpha": 0.01, "outer_lr": 0.001, "inner_steps": 1},
+                                   title=f"Meta-training on sinusoids ({self.grid['iterations']} iterations per "
+                                         f"setting, seed {self.grid['seed']})", dpi=dpi)
+
+    # ---- the live widget -------------------------------------------------------------------------------------
+    def live(self, iterations: Sequence[int] = (500, 2000, 5000), redraw_every: float = 1.0):
+        """ipywidgets version: choose the settings, press *Train*; the figure redraws about every second."""
+        import time
+
+        import ipywidgets as W
+        from IPython.display import display
+
+        from .experiments.sinusoid import EXPLORER_GRID
+
+        style = {"description_width": "initial"}
+        ctrl = {
+            "algorithm": W.Dropdown(options=list(EXPLORER_GRID["algorithm"]), value="MAML", description="algorithm"),
+            "alpha": W.SelectionSlider(options=[0.001, 0.003, 0.01, 0.03, 0.1], value=0.01, description="α (inner)",
+                                       style=style),
+            "outer_lr": W.SelectionSlider(options=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=1e-3,
+                                          description="β (outer)", style=style),
+            "inner_steps": W.SelectionSlider(options=[1, 2, 3, 5], value=1, description="inner steps", style=style),
+            "iterations": W.SelectionSlider(options=list(iterations), value=2000 if 2000 in iterations else
+                                            iterations[0], description="iterations", style=style),
+        }
+        button = W.Button(description="Train", button_style="primary", icon="play")
+        bar = W.IntProgress(min=0, max=1, value=0, description="", layout=W.Layout(width="40%"))
+        status = W.Label("Choose settings and press Train.")
+        out = W.Output()
+        box = W.VBox([W.HBox([ctrl["algorithm"], ctrl["alpha"], ctrl["outer_lr"]]),
+                      W.HBox([ctrl["inner_steps"], ctrl["iterations"], button]), W.HBox([bar, status]), out])
+
+        def show(fig):
+            box.figure = fig
+            out.clear_output(wait=True)
+            with out:
+                display(fig)
+
+        def train(_=None):
+            settings = {k: c.value for k, c in ctrl.items()}
+            total = settings.pop("iterations")
+            button.disabled = True
+            bar.max, bar.value = total, 0
+            start, last = time.perf_counter(), [0.0]
+
+            def on_log(it, metrics, log):
+                bar.value = it
+                elapsed = time.perf_counter() - start
+                status.value = (f"iteration {it}/{total}, {1000 * elapsed / it:.1f} ms per meta-step, "
+                                f"loss {metrics['loss']:.3g}")
+                if elapsed - last[0] >= redraw_every or it == total:
+                    last[0] = elapsed
+                    partial = {**settings, "algorithm": settings["algorithm"], "history": log, "error": None}
+                    show(self.render_entry(partial, total_iterations=total))
+
+            try:
+                entry = self.run(**settings, iterations=total, on_log=on_log)
+            finally:
+                button.disabled = False
+            box.entry = entry
+            show(self.render_entry(entry, total_iterations=total))
+            status.value = ("diverged: see the message" if entry["error"] else
+                            f"done: {total} iterations in {time.perf_counter() - start:.1f} s "
+                            f"({entry['ms_per_step']:.1f} ms per meta-step)")
+
+        button.on_click(train)
+        box.controls, box.button, box.train, box.progress, box.status = ctrl, button, train, bar, status
+        return box
