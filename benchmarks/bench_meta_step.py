@@ -3,9 +3,10 @@
 Setting (the MAML paper's sinusoid regression): MLP 1-40-40-1, meta-batch of 25 tasks, K=10 support and
 10 query points per task, one inner step. Both paths compute the same numbers (tests check that); this
 script times them side by side, in interleaved rounds so machine noise hits both alike, and prints the
-speed-up of vmap over the loop for MAML (second order), FOMAML and Reptile.
+speed-up of vmap over the loop for MAML (second order), FOMAML and Reptile. Then it times whole training
+steps (sampling, meta-gradient, Adam) of the four sinusoid runs of chapters 4 and 5, side by side.
 
-Usage:  python benchmarks/bench_meta_step.py [--rounds 7] [--calls 30] [--threads N]
+Usage:  python benchmarks/bench_meta_step.py [--rounds 7] [--calls 30] [--threads N] [--train-steps 300]
 Goal on 2 CPU cores: MAML speed-up >= 5x.
 """
 
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median is reported)")
     ap.add_argument("--calls", type=int, default=30, help="meta-steps per round and path")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--train-steps", type=int, default=300,
+                    help="also time whole training steps of the sinusoid runs, this many per round (0: skip)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,6 +62,23 @@ def main(argv=None) -> int:
         print(f"{cls.name:<10} {f:9.2f} {s:9.2f} {s / f:8.1f}x")
     verdict = "meets" if ratios["MAML"] >= 5 else "MISSES"
     print(f"MAML (second order) vmap speed-up: {ratios['MAML']:.1f}x ({verdict} the >= 5x goal)")
+
+    if args.train_steps:
+        # whole training steps as chapter 4/5 run them (sample a meta-batch, meta-gradient, Adam step), for
+        # the four runs of the sinusoid experiment, interleaved like the meta-steps above
+        from metalearn_core.experiments import sinusoid
+
+        print(f"\nwhole meta-training steps of the sinusoid runs (meta-batch 25, {args.train_steps} steps per round)")
+        print(f"{'run':<12} {'ms/step':>8} {'vs MAML':>8}")
+        times = {spec.name: [] for spec in sinusoid.RUNS}
+        for r in range(args.rounds):
+            for spec in sinusoid.RUNS:
+                result = ml.meta_train(spec.learner(), family, budget="cpu", experiment="sinusoid",
+                                       iterations=args.train_steps, seed=r, progress=False)
+                times[spec.name].append(result.history.ms_per_step)
+        maml = statistics.median(times["MAML"])
+        for name, t in times.items():
+            print(f"{name:<12} {statistics.median(t):8.2f} {statistics.median(t) / maml:7.2f}x")
     return 0
 
 
