@@ -198,10 +198,21 @@ def plot_adapted_functions(learner, params, task, *, steps=(0, 1, 10), alpha: fl
     return fig if fig is not None else ax.figure
 
 
-def figure_to_data_uri(fig: Figure, dpi: int = 80) -> str:
-    """PNG of ``fig`` as a ``data:`` URI (self-contained: no file, no network)."""
+def figure_to_data_uri(fig: Figure, dpi: int = 80, colors: int | None = 128) -> str:
+    """PNG of ``fig`` as a ``data:`` URI (self-contained: no file, no network).
+
+    With ``colors`` (default 128) the image is reduced to a palette of that many colours, which makes plots
+    about four times smaller with no visible change; ``colors=None`` keeps full colour.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
+    if colors:
+        from PIL import Image
+
+        buf.seek(0)
+        image = Image.open(buf).convert("RGB").quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -134,7 +134,7 @@ class AdaptationExplorer:
         return box
 
     def static(self, alphas: Sequence[float] = (0.003, 0.01, 0.03, 0.3), steps: Sequence[int] = (0, 1, 5, 10),
-               shots: Sequence[int] = (5, 10, 20), tasks: int = 2, dpi: int = 64):
+               shots: Sequence[int] = (5, 10, 20), tasks: int = 2, dpi: int = 72):
         """Precomputed sliders (no kernel needed): every combination of the values given."""
         grid = {"alpha": list(alphas), "steps": list(steps), "shots": list(shots), "task": list(range(tasks))}
         preferred = {"alpha": 0.01, "steps": 1, "shots": 10, "task": 0}
@@ -229,7 +229,7 @@ class MetaTrainingExplorer:
                               f"precomputed grid {self.grid['grid']}") from None
         return self.render_entry(entry)
 
-    def static(self, dpi: int = 64):
+    def static(self, dpi: int = 72):
         """Precomputed sliders over the whole grid (no kernel needed)."""
         if self.grid is None:
             raise ConfigError("no precomputed grid: pass grid=load_explorer() to MetaTrainingExplorer")
