@@ -108,6 +108,7 @@ class AdaptationExplorer:
         ax1.grid(alpha=0.3)
         ax2.axvline(steps, color="0.5", lw=0.8, ls=":")
         viz.log_y(ax2)
+        ax2.set_ylim(0.01, 30)            # fixed, so that frames compare like with like
         ax2.set_xlabel("inner gradient steps")
         ax2.set_ylabel("query MSE")
         ax2.set_title(f"Adaptation curves, K={shots}, α={alpha:g}", fontsize=10)
@@ -154,6 +155,7 @@ class MetaTrainingExplorer:
     """
 
     LABELS = {"algorithm": "algorithm", "alpha": "α (inner)", "outer_lr": "β (outer)", "inner_steps": "inner steps"}
+    YLIM = (0.1, 8.0)
 
     def __init__(self, grid: dict | None = None, *, seed: int = 0):
         self.grid = grid
@@ -184,7 +186,7 @@ class MetaTrainingExplorer:
     def render_entry(self, entry: dict, *, total_iterations: int | None = None):
         """Learning curve (left) and 5-shot adaptation curve (right) of one run (finished or in progress)."""
         if entry.get("error"):
-            return viz.message_figure(entry["error"], title="This setting diverges")
+            return viz.message_figure(entry["error"], title="Meta-training diverges with this setting")
         fig, (ax1, ax2) = viz.new_figure(ncols=2, width=4.6, height=3.4)
         h = entry["history"]
         ax1.plot(h["iterations"], h["loss_before"], color="0.55", lw=1.2, label="before adaptation (at θ)")
@@ -192,6 +194,7 @@ class MetaTrainingExplorer:
         if total_iterations:
             ax1.set_xlim(0, total_iterations)
         viz.log_y(ax1)
+        ax1.set_ylim(*self.YLIM)          # fixed axes, so that moving a slider compares like with like
         ax1.set_xlabel("meta-training iteration")
         ax1.set_ylabel("training loss (meta-batch mean)")
         ax1.set_title(f"{entry['algorithm']}: α={entry['alpha']:g}, β={entry['outer_lr']:g}, "
@@ -205,11 +208,18 @@ class MetaTrainingExplorer:
             ax2.plot(steps, mean, "o-", ms=3, color="C0")
             ax2.fill_between(steps, np.maximum(mean - ci, mean.min() / 3), mean + ci, color="C0", alpha=0.2, lw=0)
             viz.log_y(ax2)
+            ax2.set_ylim(*self.YLIM)
             ax2.set_title(f"After meta-training: {entry['shots']}-shot test tasks (n={entry['n_tasks']})",
                           fontsize=10)
             ax2.text(0.97, 0.95, f"after 1 step: {mean[1]:.2f} ± {ci[1]:.2f}\nafter 10 steps: {mean[-1]:.2f} ± "
                      f"{ci[-1]:.2f}", transform=ax2.transAxes, ha="right", va="top", fontsize=8,
                      bbox=dict(fc="white", ec="0.8"))
+        elif entry.get("eval_error"):
+            ax2.axis("off")
+            ax2.text(0.5, 0.6, "Adapting the trained network diverges", ha="center", va="center",
+                     transform=ax2.transAxes, color="#b00020", weight="bold", fontsize=10)
+            ax2.text(0.5, 0.4, viz._wrap(entry["eval_error"], 52), ha="center", va="center",
+                     transform=ax2.transAxes, fontsize=8)
         else:
             ax2.text(0.5, 0.5, "training…", ha="center", va="center", transform=ax2.transAxes, color="0.4")
             ax2.set_title("Adaptation curve (after training)", fontsize=10)
@@ -287,7 +297,7 @@ class MetaTrainingExplorer:
                                 f"loss {metrics['loss']:.3g}")
                 if elapsed - last[0] >= redraw_every or it == total:
                     last[0] = elapsed
-                    partial = {**settings, "algorithm": settings["algorithm"], "history": log, "error": None}
+                    partial = {**settings, "history": log, "error": None}
                     show(self.render_entry(partial, total_iterations=total))
 
             try:
@@ -296,9 +306,10 @@ class MetaTrainingExplorer:
                 button.disabled = False
             box.entry = entry
             show(self.render_entry(entry, total_iterations=total))
-            status.value = ("diverged: see the message" if entry["error"] else
+            status.value = ("meta-training diverged: see the message" if entry["error"] else
                             f"done: {total} iterations in {time.perf_counter() - start:.1f} s "
-                            f"({entry['ms_per_step']:.1f} ms per meta-step)")
+                            f"({entry['ms_per_step']:.1f} ms per meta-step)"
+                            + ("; adapting the result diverges" if entry["eval_error"] else ""))
 
         button.on_click(train)
         box.controls, box.button, box.train, box.progress, box.status = ctrl, button, train, bar, status

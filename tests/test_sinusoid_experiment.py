@@ -183,8 +183,9 @@ def test_quick_reproduce_writes_results_checkpoints_and_the_explorer_grid(quick_
         assert ckpt.is_file() and ckpt.stat().st_size < 1_000_000
     grid = sinusoid.load_explorer(root)
     assert len(grid["points"]) == math.prod(len(v) for v in sinusoid.EXPLORER_GRID.values())
-    ok = [p for p in grid["points"] if not p["error"]]
-    assert ok and all(len(p["curve"]["mean"]) == sinusoid.MAX_STEPS + 1 for p in ok)
+    ok = [p for p in grid["points"] if p["curve"] is not None]
+    assert ok and all(len(p["curve"]["mean"]) == sinusoid.MAX_STEPS + 1 and not p["error"] for p in ok)
+    assert all(p["history"]["iterations"] for p in grid["points"] if not p["error"])
     assert any("query MSE" in line for line in lines)
 
 

@@ -92,3 +92,17 @@ def test_live_meta_training_widget_trains_and_draws_without_a_browser():
 def test_static_meta_training_widget_needs_a_grid():
     with pytest.raises(ml.ConfigError, match="load_explorer"):
         MetaTrainingExplorer().static()
+
+
+def test_a_run_that_trains_but_diverges_at_test_time_keeps_its_learning_curve(monkeypatch):
+    from metalearn_core.experiments import sinusoid
+
+    def diverging_curve(*args, **kwargs):
+        raise ml.DivergenceError("adaptation diverged: with α=0.1 the query loss became NaN/inf")
+
+    monkeypatch.setattr(sinusoid, "adaptation_curve", diverging_curve)
+    entry = MetaTrainingExplorer().run("MAML", 0.01, 1e-3, 1, iterations=10, budget="quick")
+    assert entry["error"] is None and entry["curve"] is None and "NaN/inf" in entry["eval_error"]
+    assert entry["history"]["iterations"] == [5, 10]
+    fig = MetaTrainingExplorer().render_entry(entry)
+    assert len(fig.axes[0].lines) == 2 and "Adapting the trained network diverges" in _texts(fig)

@@ -211,27 +211,32 @@ def train_explorer_point(algorithm: str, alpha: float, outer_lr: float, inner_st
                          eval_shots: int = 5) -> dict:
     """One short meta-training run and its 5-shot adaptation curve, as a JSON-able dict.
 
-    A diverging setting gives a dict with ``error`` set to the message instead of a curve.
+    If meta-training diverges, ``error`` holds the message and there is no history. If training succeeds but
+    adapting the result for 10 test steps diverges on some test tasks, the history is kept and
+    ``eval_error`` holds the message instead of a curve.
     """
     learner = make_learner(algorithm, MLP(ARCHITECTURE), alpha=alpha, inner_steps=inner_steps)
     family = SinusoidTasks()
     entry = {"algorithm": learner.name, "alpha": alpha, "outer_lr": outer_lr, "inner_steps": inner_steps,
-             "error": None}
+             "error": None, "eval_error": None, "curve": None, "shots": eval_shots}
     try:
         result = meta_train(learner, family, budget=budget, seed=seed, experiment=EXPLORER_EXPERIMENT,
                             iterations=iterations, outer_lr=outer_lr, callbacks=callbacks, progress=progress)
-        curve = adaptation_curve(learner, result.params, family, steps=MAX_STEPS, shots=eval_shots,
-                                 queries=QUERIES, budget=budget, experiment=EXPLORER_EXPERIMENT, seed=seed)
     except DivergenceError as exc:
         entry["error"] = str(exc)
         return entry
     entry.update(history={"iterations": result.history.iterations,
                           "loss": [round(v, 5) for v in result.history.metrics["loss"]],
                           "loss_before": [round(v, 5) for v in result.history.metrics["loss_before"]]},
-                 curve={"mean": [round(float(v), 5) for v in curve.mean],
-                        "ci95": [round(float(v), 5) for v in curve.ci95]},
-                 n_tasks=curve.n_tasks, shots=eval_shots, ms_per_step=round(result.history.ms_per_step, 3),
-                 iterations=result.history.steps_done)
+                 ms_per_step=round(result.history.ms_per_step, 3), iterations=result.history.steps_done)
+    try:
+        curve = adaptation_curve(learner, result.params, family, steps=MAX_STEPS, shots=eval_shots,
+                                 queries=QUERIES, budget=budget, experiment=EXPLORER_EXPERIMENT, seed=seed)
+    except DivergenceError as exc:
+        entry["eval_error"] = str(exc)
+        return entry
+    entry.update(curve={"mean": [round(float(v), 5) for v in curve.mean],
+                        "ci95": [round(float(v), 5) for v in curve.ci95]}, n_tasks=curve.n_tasks)
     return entry
 
 
