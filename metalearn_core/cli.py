@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where results and checkpoints go (default: the repository's results/)")
     rep.add_argument("--no-explorer", action="store_true", help="skip the grid of the meta-training explorer")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument("--reuse", action="store_true",
+                     help="evaluate existing checkpoints of this budget and seed instead of retraining them")
 
     ev = sub.add_parser("evaluate", help="re-evaluate shipped checkpoints on fresh test tasks")
     ev.add_argument("experiment", help=f"one of: {names}")
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
         exp = get_experiment(args.experiment)
         if args.command == "reproduce":
             exp.reproduce(args.budget, args.seed, args.results, explorer=not args.no_explorer,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, reuse=args.reuse)
         else:
             if args.tasks is not None and args.tasks < 2:
                 raise MetaLearnError(f"--tasks must be at least 2 (a confidence interval needs two tasks), "

@@ -63,6 +63,8 @@ class AdaptationCurve:
         mean, ci95: ``[k+1]`` mean over tasks and 95% CI half-width.
         losses: ``[n_tasks, k+1]`` every task's curve.
         label, metric, shots, alpha: what was measured.
+        diverged: test tasks left out because adaptation diverged on them (see ``exclude_diverged``);
+            ``n_tasks`` counts the tasks kept.
     """
 
     steps: np.ndarray
@@ -73,6 +75,7 @@ class AdaptationCurve:
     metric: str = "mse"
     shots: int = 0
     alpha: float = 0.0
+    diverged: int = 0
 
     @property
     def n_tasks(self) -> int:
@@ -85,7 +88,9 @@ class AdaptationCurve:
     def summary(self, steps=(0, 1, 5, 10)) -> str:
         parts = [f"{s} step{'s' if s != 1 else ''}: {self.mean[s]:.3f} ± {self.ci95[s]:.3f}"
                  for s in steps if s < len(self.mean)]
-        return f"{self.label or 'curve'} ({self.shots}-shot, α={self.alpha:g}, {self.n_tasks} tasks) — " + "; ".join(parts)
+        left_out = f", {self.diverged} more diverged" if self.diverged else ""
+        return (f"{self.label or 'curve'} ({self.shots}-shot, α={self.alpha:g}, {self.n_tasks} tasks{left_out}) — "
+                + "; ".join(parts))
 
     def __repr__(self) -> str:
         return f"AdaptationCurve({self.summary()})"
@@ -118,7 +123,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                      shots: int | None = None, queries: int = 100, n_tasks: int | None = None,
                      budget: str | None = None, experiment: str | None = None, seed: int = 0,
                      alpha: float | None = None, label: str | None = None, chunk: int = 500,
-                     trainable=None) -> AdaptationCurve:
+                     trainable=None, exclude_diverged: bool = False) -> AdaptationCurve:
     """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query loss.
 
     Args:
@@ -130,6 +135,9 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
         alpha: test-time inner learning rate (default: the learner's α).
         trainable: names of the parameters adapted at test time (default all; e.g. the last layer only
             for a linear probe).
+        exclude_diverged: instead of raising when adaptation diverges on some test tasks (loss NaN/inf, or
+            10⁴ times its value before adaptation), leave those tasks out of every step's statistics and
+            count them in ``curve.diverged``; results tables report that count next to the mean.
 
     Raises:
         DivergenceError: some task's loss became NaN/inf — α is too large for these tasks.
@@ -146,6 +154,23 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                               dtype=dtype).to(device)
         chunks.append(adaptation_losses(learner, params, batch, steps, alpha, trainable))
     losses = torch.cat(chunks).double().cpu().numpy()
+    diverged = 0
+    if exclude_diverged:
+        # a task diverges when its loss becomes NaN/inf or grows BLOWUP_FACTOR-fold over its loss before
+        # adaptation; such tasks are dropped whole (every step), so the curve is over one set of tasks
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = ~np.isfinite(losses).all(1) | (np.nan_to_num(losses, nan=np.inf).max(1)
+                                                  > BLOWUP_FACTOR * np.maximum(losses[:, 0], 1e-8))
+        diverged = int(bad.sum())
+        if diverged == n_tasks:
+            raise DivergenceError(
+                f"adaptation diverged on all {n_tasks} test tasks with α={alpha:g}; use a smaller α "
+                f"(meta-training used α={learner.alpha:g})")
+        if n_tasks - diverged < 2:
+            raise DivergenceError(
+                f"adaptation diverged on {diverged} of {n_tasks} test tasks with α={alpha:g}, leaving too few "
+                f"for a confidence interval; use a smaller α (meta-training used α={learner.alpha:g})")
+        losses = losses[~bad]
     if not np.isfinite(losses).all():
         bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
         n_bad = int((~np.isfinite(losses).all(1)).sum())
@@ -163,4 +188,5 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
                            ci95=np.array([c for _, c in stats]), losses=losses,
                            label=label if label is not None else learner.name, metric=family.metric,
-                           shots=shots if shots is not None else family.default_shots, alpha=alpha)
+                           shots=shots if shots is not None else family.default_shots, alpha=alpha,
+                           diverged=diverged)

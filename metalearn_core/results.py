@@ -16,7 +16,8 @@ budget         ``quick``, ``cpu`` or ``full``: how the model was trained
 seed           the training seed
 =============  ====================================================================================
 
-Rows may carry more fields (``test_seed``, ``alpha``, ``iterations``, ``ms_per_step``, ``published``...).
+Rows may carry more fields (``test_seed``, ``alpha``, ``iterations``, ``ms_per_step``, ``published``,
+``diverged_tasks``: test tasks left out because adaptation diverged on them...).
 Writing merges: a new row replaces an old one measuring the same thing (same experiment, algorithm,
 setting, metric, steps, budget, seed and test seed); other rows are kept, so a ``quick`` run never erases
 the ``cpu`` numbers.
@@ -136,7 +137,8 @@ def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, dig
                  markdown: bool = False) -> str:
     """A table with one line per (setting, algorithm) and one column per number of steps.
 
-    Cells read ``mean ± ci95``; a ``published`` field, when present, is shown in brackets after the cell.
+    Cells read ``mean ± ci95``; a ``published`` field, when present, is shown in brackets after the cell, and
+    a † marks a row whose ``diverged_tasks`` is not zero (some test tasks were left out).
     """
     groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
@@ -152,7 +154,7 @@ def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, dig
             if r is None:
                 cells.append("–")
                 continue
-            cell = f"{r['mean']:.{digits}f} ± {r['ci95']:.{digits}f}"
+            cell = f"{r['mean']:.{digits}f} ± {r['ci95']:.{digits}f}" + ("†" if r.get("diverged_tasks") else "")
             if r.get("published") is not None:
                 cell += f" [{r['published']:.{digits}f}]"
             cells.append(cell)

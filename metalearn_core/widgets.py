@@ -61,10 +61,14 @@ class AdaptationExplorer:
 
     @functools.lru_cache(maxsize=128)
     def mean_curve(self, label: str, alpha: float, shots: int):
-        """Mean ± 95% CI of the query MSE over ``n_tasks`` test tasks (cached per setting)."""
+        """Mean ± 95% CI of the query MSE over ``n_tasks`` test tasks (cached per setting).
+
+        Test tasks on which adaptation diverges are left out and counted (``curve.diverged``).
+        """
         learner, params = self.models[label]
         return adaptation_curve(learner, params, self.family, steps=self.max_steps, shots=shots, queries=100,
-                                n_tasks=self.n_tasks, seed=self.seed, alpha=alpha, label=label)
+                                n_tasks=self.n_tasks, seed=self.seed, alpha=alpha, label=label,
+                                exclude_diverged=True)
 
     def adapted(self, label: str, alpha: float, steps: int, shots: int, task: int):
         """(prediction on the x grid after ``steps`` steps, this task's query-MSE curve for 0..max_steps)."""
@@ -96,7 +100,8 @@ class AdaptationExplorer:
             ax1.plot(x, pred, color=col, lw=1.8, label=f"{label}, {steps} step{'s' if steps != 1 else ''}")
             mc = self.mean_curve(label, float(alpha), int(shots))
             ax2.plot(np.arange(len(curve)), curve.numpy(), "--", color=col, lw=1.2, label=f"{label}: this task")
-            ax2.plot(mc.steps, mc.mean, "o-", ms=3, color=col, label=f"{label}: mean of {mc.n_tasks} tasks")
+            left_out = f", {mc.diverged} diverged" if mc.diverged else ""
+            ax2.plot(mc.steps, mc.mean, "o-", ms=3, color=col, label=f"{label}: mean of {mc.n_tasks} tasks{left_out}")
             ax2.fill_between(mc.steps, np.maximum(mc.mean - mc.ci95, 1e-3), mc.mean + mc.ci95, color=col,
                              alpha=0.15, lw=0)
         ax1.set_ylim(-6, 6)

@@ -256,3 +256,33 @@ def test_python_dash_m_runs_the_cli():
 
 def test_get_experiment_is_case_insensitive():
     assert get_experiment(" Sinusoid ") is sinusoid
+
+
+def test_diverging_test_tasks_are_left_out_and_counted_only_when_asked():
+    family = ml.SinusoidTasks()
+    learner = ml.MAML(ml.MLP((1, 16, 16, 1)), alpha=0.01)
+    params = learner.model.init(0)
+    # α = 0.5 makes some tasks (the large-amplitude ones) blow up and leaves others finite
+    with pytest.raises(ml.DivergenceError, match="diverged"):
+        ml.adaptation_curve(learner, params, family, steps=10, shots=5, n_tasks=60, alpha=0.5)
+    curve = ml.adaptation_curve(learner, params, family, steps=10, shots=5, n_tasks=60, alpha=0.5,
+                                exclude_diverged=True)
+    assert 0 < curve.diverged < 60 and curve.n_tasks == 60 - curve.diverged
+    assert np.isfinite(curve.mean).all() and "diverged" in curve.summary()
+    ok = ml.adaptation_curve(learner, params, family, steps=3, shots=5, n_tasks=20, exclude_diverged=True)
+    assert ok.diverged == 0 and ok.n_tasks == 20
+
+
+def test_table_marks_rows_with_left_out_tasks():
+    rows = [_row(diverged_tasks=1, n_tasks=599), _row(steps=5)]
+    text = sinusoid.table(rows, steps=(1, 5))
+    assert "0.50 ± 0.05†" in text and "diverged on 1 of 600 test tasks" in text
+
+
+def test_reproduce_can_reuse_existing_checkpoints(quick_run):
+    root, _, _ = quick_run
+    before = {n: sinusoid.checkpoint_path(n, "quick", 0, root).stat().st_mtime_ns for n in ("MAML", "Reptile")}
+    models = sinusoid.train(["MAML", "Reptile"], budget="quick", seed=0, root=root, progress=False, reuse=True)
+    assert set(models) == {"MAML", "Reptile"}
+    after = {n: sinusoid.checkpoint_path(n, "quick", 0, root).stat().st_mtime_ns for n in ("MAML", "Reptile")}
+    assert before == after
