@@ -25,7 +25,7 @@ from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, M
 from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95
 from .data import (OmniglotImages, OneShotRun, OneShotScore, find_archive, load_omniglot, load_oneshot_runs,
                    score_oneshot)
-from .models import MLP, FunctionalModel, LinearModel
+from .models import MLP, Conv4, FunctionalModel, LinearModel
 from .omniglot import OmniglotTasks
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
@@ -39,7 +39,7 @@ __all__ = [
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError", "DataError",
     "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95",
-    "FunctionalModel", "MLP", "LinearModel",
+    "FunctionalModel", "MLP", "LinearModel", "Conv4",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
     "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
     "load_oneshot_runs", "score_oneshot",
