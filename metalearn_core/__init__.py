@@ -7,8 +7,9 @@
 >>> curve = ml.adaptation_curve(learner, result.params, family, steps=10)   # doctest: +SKIP
 
 Modules: :mod:`~metalearn_core.tasks` (task families), :mod:`~metalearn_core.models` (functional models),
-:mod:`~metalearn_core.algorithms` (MAML, FOMAML, Reptile, joint training), :mod:`~metalearn_core.training`
-(the one meta-training loop), :mod:`~metalearn_core.evaluation` (adaptation curves, 95% CIs),
+:mod:`~metalearn_core.algorithms` (MAML, FOMAML, Reptile, joint training, ProtoNets),
+:mod:`~metalearn_core.training` (the one meta-training loop), :mod:`~metalearn_core.evaluation` (adaptation
+curves, 95% CIs),
 :mod:`~metalearn_core.data` (the Omniglot archives, checksums, preprocessing, one-shot runs),
 :mod:`~metalearn_core.omniglot` (N-way K-shot Omniglot episodes),
 :mod:`~metalearn_core.checkpoints`, :mod:`~metalearn_core.budgets`, :mod:`~metalearn_core.viz` (plots,
@@ -17,7 +18,7 @@ widgets and static sliders) and :mod:`~metalearn_core.exercises` (answer checker
 
 __version__ = "0.1.0"
 
-from .algorithms import ALGORITHMS, FOMAML, MAML, JointTraining, MetaLearner, Reptile, make_learner
+from .algorithms import ALGORITHMS, FOMAML, MAML, JointTraining, MetaLearner, ProtoNet, Reptile, make_learner
 from .budgets import BUDGETS, PRESETS, Preset, preset, resolve_budget
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, MetaLearnError,
@@ -34,7 +35,7 @@ from . import demos, exercises, viz  # noqa: E402  (submodules used as ml.viz, m
 
 __all__ = [
     "__version__",
-    "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ALGORITHMS", "make_learner",
+    "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ProtoNet", "ALGORITHMS", "make_learner",
     "BUDGETS", "PRESETS", "Preset", "preset", "resolve_budget",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError", "DataError",

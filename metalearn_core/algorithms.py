@@ -18,7 +18,13 @@ algorithm          meta-gradient for a batch of B tasks
 :class:`FOMAML`    :math:`\frac1B\sum_T \nabla L^q_T(\theta'_T)`, the inner loop treated as constant
 :class:`Reptile`   :math:`\frac1B\sum_T (\theta - \tilde\theta_T)`, so that Adam's step moves θ toward θ̃
 :class:`JointTraining`  :math:`\nabla_\theta \frac1B\sum_T L_T(\theta)` on pooled data (pre-training baseline)
+:class:`ProtoNet`  :math:`\nabla_\theta \frac1B\sum_T L^q_T(\theta)` with prototype logits (no inner loop)
 =================  ==============================================================================
+
+Predictions for a task's query examples come from :meth:`MetaLearner.predict` (the model at the adapted
+parameters for the gradient-based learners; distances to class prototypes for :class:`ProtoNet`), which is
+what evaluation scores. Its ``transductive`` argument chooses how networks with batch normalisation see the
+query set (all query examples in one forward pass, or each one alone with the support set).
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ from typing import Callable, Sequence
 import torch
 from torch.func import grad, vmap
 
-from .errors import ConfigError, check_positive, check_positive_int
+from .errors import ConfigError, ShapeMismatchError, check_positive, check_positive_int
 from .models import FunctionalModel, Params
+from .omniglot import cross_entropy_loss
 from .tasks import TaskBatch, mse_loss
 
-__all__ = ["MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ALGORITHMS", "make_learner"]
+__all__ = ["MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ProtoNet", "ALGORITHMS", "make_learner"]
 
 Metrics = dict[str, torch.Tensor]
 
@@ -47,14 +54,17 @@ class MetaLearner(abc.ABC):
         inner_steps: gradient steps in the inner loop during meta-training.
         loss: ``loss(pred, y) -> scalar``; use the task family's ``loss`` (default: mean squared error).
         vectorize: map over the tasks of a batch with ``torch.func.vmap`` (True) or a Python loop (False).
-            Both compute the same numbers; vmap is faster for small MLPs (see ``benchmarks/``).
+            Both compute the same numbers; vmap is faster for small MLPs (see ``benchmarks/``), the loop for
+            :class:`~metalearn_core.models.Conv4` on a CPU. ``None`` (default) chooses: vmap on a GPU, and on a
+            CPU whatever the model's ``vmap_on_cpu`` says.
     """
 
     name = "learner"
     needs_inner_steps = True
 
     def __init__(self, model: FunctionalModel, *, alpha: float = 0.01, inner_steps: int = 1,
-                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss, vectorize: bool = True):
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
+                 vectorize: bool | None = None):
         if not isinstance(model, FunctionalModel):
             raise TypeError(f"model must be a metalearn_core FunctionalModel (e.g. MLP), got {type(model).__name__}")
         self.model = model
@@ -63,7 +73,7 @@ class MetaLearner(abc.ABC):
         self.inner_steps = check_positive_int("inner_steps", inner_steps, minimum=minimum,
                                               hint=f"{self.name} needs at least one inner step" if minimum else "")
         self.loss = loss
-        self.vectorize = bool(vectorize)
+        self.vectorize = None if vectorize is None else bool(vectorize)
 
     # ---- the inner loop --------------------------------------------------------------------------------
     def task_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -112,23 +122,79 @@ class MetaLearner(abc.ABC):
             params = self.inner_step(params, x, y, alpha, first_order, trainable)
         return params
 
+    # ---- predictions on a task's query set ---------------------------------------------------------------------
+    def predict(self, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+                transductive: bool = True) -> torch.Tensor:
+        r"""The learner's outputs for one task's query inputs ``x_query``, given the task's support set.
+
+        For the gradient-based learners ``params`` are the *adapted* parameters θ' (from :meth:`adapt`) and
+        the prediction is simply :math:`f_{\theta'}(x_q)`; the support set is not looked at again.
+        :class:`ProtoNet` overrides :meth:`_predict` to classify by distance to the support set's class means.
+
+        ``transductive`` only matters for networks whose output for one example depends on the other
+        examples of the same forward pass (batch normalisation with batch statistics, as in
+        :class:`~metalearn_core.models.Conv4`):
+
+        * ``True`` (default, the protocol of MAML's and ProtoNets' code): all query examples go through the
+          network together, so they share batch statistics and each prediction depends a little on the
+          *other* query examples. Slightly optimistic: the test set helps normalise itself.
+        * ``False`` (the definition of Nichol et al., 2018, Reptile): each query example is predicted by its
+          own forward pass over the support set plus that one example, and its output is kept. No query
+          example can influence another. This costs one forward pass per query example.
+
+        For networks without batch statistics (an MLP) both give the same numbers.
+        """
+        if transductive:
+            return self._predict(params, x_support, y_support, x_query)
+
+        def one(xq):                                     # one query example, [*example shape]
+            return self._predict(params, x_support, y_support, xq[None], together=True)[0]
+
+        return vmap(one)(x_query)
+
+    def _predict(self, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+                 together: bool = False) -> torch.Tensor:
+        """Outputs for ``x_query``; with ``together=True`` they come from one forward pass over the support
+        and query inputs concatenated (the support's outputs are discarded)."""
+        if together:
+            return self.model(params, torch.cat([x_support, x_query]))[x_support.shape[0]:]
+        return self.model(params, x_query)
+
     # ---- the outer loop ----------------------------------------------------------------------------------
+    def check_batch(self, batch: TaskBatch, where: str = "the task batch") -> None:
+        """Raise :class:`~metalearn_core.errors.ShapeMismatchError` unless the batch's support and query data
+        fit the model (see :meth:`~metalearn_core.models.FunctionalModel.check_input`), and a
+        :class:`~metalearn_core.errors.ConfigError` if class labels meet the default mean squared error."""
+        self.model.check_input(batch.x_support, batch.y_support, where=where)
+        self.model.check_input(batch.x_query, batch.y_query, where=f"{where} (query set)")
+        if self.loss is mse_loss and not batch.y_support.is_floating_point():
+            raise ConfigError(
+                f"{self.name} uses the mean squared error (the default loss), but {where} has integer class "
+                f"labels: build the learner with the family's loss, e.g. {type(self).__name__}(model, "
+                f"loss=family.loss) for the cross-entropy")
+
     def meta_gradient(self, params: Params, batch: TaskBatch) -> tuple[Params, Metrics]:
         """Return ``(grads, metrics)`` for one meta-batch; ``grads`` has the keys and shapes of ``params``.
 
         ``metrics`` holds at least ``loss`` (the meta-objective's value) and ``loss_before`` (the loss
         before adaptation), as scalar tensors.
         """
-        self.model.check_input(batch.x_support, batch.y_support, where="the task batch")
+        self.check_batch(batch)
         return self._meta_gradient(params, batch)
 
     @abc.abstractmethod
     def _meta_gradient(self, params, batch):
         """The algorithm's meta-gradient for a batch whose shapes were already checked."""
 
+    def uses_vmap(self, data: torch.Tensor) -> bool:
+        """Whether tasks held in ``data`` are mapped with vmap (see ``vectorize``) or looped over."""
+        if self.vectorize is not None:
+            return self.vectorize
+        return data.device.type != "cpu" or getattr(self.model, "vmap_on_cpu", True)
+
     def _map_tasks(self, fn, params, *tensors):
         """``fn(params, *task_tensors)`` for every task, stacked: vmap or a plain loop (same numbers)."""
-        if self.vectorize:
+        if self.uses_vmap(tensors[0]):
             return vmap(fn, in_dims=(None,) + (0,) * len(tensors))(params, *tensors)
         outs = [fn(params, *(t[i] for t in tensors)) for i in range(tensors[0].shape[0])]
         return torch.utils._pytree.tree_map(lambda *xs: torch.stack(xs), *outs)
@@ -240,13 +306,121 @@ class JointTraining(MetaLearner):
         return f"{self.name} (fine-tuning α={self.alpha:g})"
 
 
+class ProtoNet(MetaLearner):
+    r"""Prototypical Networks (Snell, Swersky & Zemel, 2017): classify by distance to class means.
+
+    The model is an *embedding* :math:`f_\theta` (``model.embed``; e.g. :class:`~metalearn_core.models.Conv4`,
+    whose head is not used). For one episode, the prototype of class c is the mean embedding of its support
+    examples, :math:`p_c = \frac1{|S_c|}\sum_{x\in S_c} f_\theta(x)`, and a query example x gets the logits
+
+    .. math:: z_c(x) = -\lVert f_\theta(x) - p_c\rVert^2,
+
+    so the softmax puts most probability on the nearest prototype. The meta-gradient is the gradient of the
+    mean query cross-entropy over the batch of episodes, through the embedding of both support and query
+    examples (mapped over the episodes with vmap, like the other learners).
+
+    **There is no inner loop**: "adapting" to a new task is computing its prototypes, which :meth:`predict`
+    does from the support set it is given. :meth:`adapt` and :meth:`inner_step` therefore return the
+    parameters unchanged, and an adaptation curve of ProtoNet is flat (its value after 0 steps is the
+    result). α and inner steps have no meaning here: α is kept only so that every learner has one.
+
+    As in the authors' code, support and query examples go through the network in one forward pass (with
+    :class:`~metalearn_core.models.Conv4` they share batch-normalisation statistics); see
+    :meth:`MetaLearner.predict` for the non-transductive alternative.
+
+    Args:
+        model: a model with an ``embed(params, x)`` method.
+        ways: N, classes per episode; default the model's ``out_features`` (``Conv4(ways=5)`` → 5). An
+            embedding network without a head (``Conv4(ways=None)``) can serve any number of classes: give
+            ``ways`` here, e.g. 20 for meta-training and another ``ProtoNet(model, ways=5)`` for testing.
+        loss: default the cross-entropy of logits and integer labels.
+    """
+
+    name = "ProtoNet"
+    needs_inner_steps = False
+
+    def __init__(self, model: FunctionalModel, *, ways: int | None = None, alpha: float = 0.01,
+                 inner_steps: int = 0, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy_loss,
+                 vectorize: bool | None = None):
+        if not callable(getattr(model, "embed", None)):
+            raise ConfigError(f"ProtoNet needs a model with an embed(params, x) method (e.g. Conv4), got {model!r}")
+        if inner_steps != 0:
+            raise ConfigError(f"ProtoNet has no inner loop (adapting is computing class prototypes), got "
+                              f"inner_steps={inner_steps!r}: use inner_steps=0")
+        super().__init__(model, alpha=alpha, inner_steps=0, loss=loss, vectorize=vectorize)
+        ways = model.out_features if ways is None else ways
+        if ways is None:
+            raise ConfigError(f"ProtoNet needs the number of classes per episode: pass ways=N (the model "
+                              f"{model!r} has no head to tell it)")
+        self.ways = check_positive_int("ways (classes per episode)", ways, minimum=2)
+
+    def prototypes(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Class means ``[ways, d]`` of support embeddings ``[n, d]`` with labels ``[n]`` in 0..ways−1."""
+        onehot = (labels[:, None] == torch.arange(self.ways, device=labels.device)).to(embedding.dtype)  # [n, N]
+        return (onehot.T @ embedding) / onehot.sum(0)[:, None]
+
+    @staticmethod
+    def logits(query_embedding: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Negative squared Euclidean distances ``[q, ways]`` of query embeddings ``[q, d]`` to prototypes."""
+        return -((query_embedding[:, None, :] - prototypes[None, :, :]) ** 2).sum(-1)
+
+    def _predict(self, params, x_support, y_support, x_query, together: bool = False):
+        # support and query in one forward pass, in both protocols (see the class docstring)
+        z = self.model.embed(params, torch.cat([x_support, x_query]))
+        n = x_support.shape[0]
+        return self.logits(z[n:], self.prototypes(z[:n], y_support))
+
+    def adapt(self, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int | None = None,
+              alpha: float | None = None, first_order: bool = False,
+              trainable: Sequence[str] | None = None) -> Params:
+        """``params`` unchanged: ProtoNet adapts by computing prototypes inside :meth:`predict`."""
+        self.check_trainable(params, trainable)
+        return params
+
+    def inner_step(self, params: Params, x: torch.Tensor, y: torch.Tensor, alpha: float | None = None,
+                   first_order: bool = False, trainable: Sequence[str] | None = None) -> Params:
+        """``params`` unchanged (no inner loop), so adaptation curves of ProtoNet are flat."""
+        return params
+
+    def check_batch(self, batch: TaskBatch, where: str = "the task batch") -> None:
+        super().check_batch(batch, where)
+        for name, y in (("support", batch.y_support), ("query", batch.y_query)):
+            if y.numel() and int(y.max()) >= self.ways:
+                raise ShapeMismatchError(
+                    f"{where} has {name} labels up to {int(y.max())}, but this ProtoNet builds {self.ways} "
+                    f"prototypes (labels 0..{self.ways - 1}): use ProtoNet(model, ways={int(y.max()) + 1})")
+        counts = torch.nn.functional.one_hot(batch.y_support.reshape(-1, batch.y_support.shape[-1]),
+                                             self.ways).sum(1)
+        if (counts == 0).any():
+            raise ShapeMismatchError(
+                f"{where} has episodes whose support set lacks some of the labels 0..{self.ways - 1}: every "
+                f"class needs at least one support example to have a prototype")
+
+    def _episode_loss(self, params, xs, ys, xq, yq):
+        loss = self.loss(self._predict(params, xs, ys, xq), yq)
+        return loss, loss.detach()
+
+    def _meta_gradient(self, params, batch):
+        per_task = grad(self._episode_loss, has_aux=True)
+        grads, losses = self._map_tasks(per_task, params, batch.x_support, batch.y_support,
+                                        batch.x_query, batch.y_query)
+        loss = losses.mean()
+        return {k: g.mean(0) for k, g in grads.items()}, {"loss": loss, "loss_before": loss}
+
+    def hyperparameters(self) -> dict:
+        return {"algorithm": self.name, "ways": self.ways}
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.ways}-way, squared Euclidean distance)"
+
+
 ALGORITHMS: dict[str, type[MetaLearner]] = {
-    "maml": MAML, "fomaml": FOMAML, "reptile": Reptile, "joint": JointTraining,
+    "maml": MAML, "fomaml": FOMAML, "reptile": Reptile, "joint": JointTraining, "protonet": ProtoNet,
 }
 
 
 def make_learner(name: str, model: FunctionalModel, **kwargs) -> MetaLearner:
-    """Build an algorithm by name (``maml``, ``fomaml``, ``reptile``, ``joint``; case-insensitive)."""
+    """Build an algorithm by name (``maml``, ``fomaml``, ``reptile``, ``joint``, ``protonet``; case-insensitive)."""
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {name!r}: choose one of {', '.join(ALGORITHMS)}")
