@@ -23,7 +23,7 @@ from .budgets import BUDGETS, PRESETS, Preset, preset, resolve_budget
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, MetaLearnError,
                      ShapeMismatchError)
-from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95
+from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95, query_score
 from .data import (OmniglotImages, OneShotRun, OneShotScore, find_archive, load_omniglot, load_oneshot_runs,
                    score_oneshot)
 from .models import MLP, Conv4, FunctionalModel, LinearModel
@@ -39,7 +39,7 @@ __all__ = [
     "BUDGETS", "PRESETS", "Preset", "preset", "resolve_budget",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError", "DataError",
-    "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95",
+    "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95", "query_score",
     "FunctionalModel", "MLP", "LinearModel", "Conv4",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
     "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",

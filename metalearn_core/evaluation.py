@@ -1,8 +1,11 @@
 r"""Evaluation: adaptation curves with 95% confidence intervals over many test tasks.
 
-An *adaptation curve* is the query loss after 0, 1, ..., k inner steps on the support set, averaged over
-fresh test tasks. Every number comes with the half-width of a 95% confidence interval for the mean over
-tasks, :math:`t_{0.975,\,n-1}\, s/\sqrt n` (s the sample standard deviation across the n tasks).
+An *adaptation curve* is a query score after 0, 1, ..., k inner steps on the support set, averaged over
+fresh test tasks. The score depends on the family's ``metric`` (chosen in one place, :func:`query_score`):
+the query loss (mean squared error) for regression, the fraction of correctly classified query examples for
+``metric == "accuracy"``. Adaptation itself always descends the loss. Every number comes with the
+half-width of a 95% confidence interval for the mean over tasks, :math:`t_{0.975,\,n-1}\, s/\sqrt n`
+(s the sample standard deviation across the n tasks).
 
 Test tasks are drawn from a random stream of their own (seeded with ``TEST_SEED_OFFSET + seed``), separate
 from the training stream, so a meta-trained model is never evaluated on the tasks it was trained on.
@@ -12,19 +15,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from .algorithms import MetaLearner
 from .budgets import preset
-from .errors import BLOWUP_FACTOR, DivergenceError, check_positive, check_positive_int
+from .errors import BLOWUP_FACTOR, ConfigError, DivergenceError, check_positive, check_positive_int
 from .models import Params
 from .tasks import TaskBatch, TaskFamily, make_generator
 
-__all__ = ["AdaptationCurve", "adaptation_losses", "adaptation_curve", "mean_ci95", "t_critical",
-           "TEST_SEED_OFFSET"]
+__all__ = ["AdaptationCurve", "adaptation_losses", "adaptation_curve", "query_score", "mean_ci95",
+           "t_critical", "TEST_SEED_OFFSET"]
 
 TEST_SEED_OFFSET = 1_000_003
 
@@ -56,13 +59,16 @@ def mean_ci95(values) -> tuple[float, float]:
 
 @dataclass
 class AdaptationCurve:
-    """Query loss after 0..k inner steps, over ``n_tasks`` test tasks.
+    """Query score (loss or accuracy, see ``metric``) after 0..k inner steps, over ``n_tasks`` test tasks.
 
     Attributes:
         steps: ``[k+1]`` the step counts 0..k.
         mean, ci95: ``[k+1]`` mean over tasks and 95% CI half-width.
-        losses: ``[n_tasks, k+1]`` every task's curve.
+        losses: ``[n_tasks, k+1]`` every task's curve, in the unit of ``metric`` (for ``"accuracy"`` these
+            are per-task accuracies, not losses; the name is kept for compatibility).
         label, metric, shots, alpha: what was measured.
+        transductive: whether the query examples of a task were predicted together (see
+            :meth:`~metalearn_core.algorithms.MetaLearner.predict`).
         diverged: test tasks left out because adaptation diverged on them (see ``exclude_diverged``);
             ``n_tasks`` counts the tasks kept.
     """
@@ -76,6 +82,7 @@ class AdaptationCurve:
     shots: int = 0
     alpha: float = 0.0
     diverged: int = 0
+    transductive: bool = True
 
     @property
     def n_tasks(self) -> int:
@@ -96,48 +103,95 @@ class AdaptationCurve:
         return f"AdaptationCurve({self.summary()})"
 
 
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def query_score(family: TaskFamily) -> Score | None:
+    """What an adaptation curve records for ``family``: the one place where evaluation depends on the metric.
+
+    Returns ``None`` (record the learner's query loss, e.g. the mean squared error of regression) unless
+    ``family.metric == "accuracy"``, where it returns ``family.accuracy(logits, labels)``, the fraction of
+    query examples whose largest logit is at the true label.
+    """
+    if family.metric != "accuracy":
+        return None
+    score = getattr(family, "accuracy", None)
+    if not callable(score):
+        raise ConfigError(f"{family!r} reports metric 'accuracy' but has no accuracy(logits, labels) function")
+    return score
+
+
 def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, steps: int,
-                      alpha: float | None = None, trainable=None) -> torch.Tensor:
+                      alpha: float | None = None, trainable=None, *, score: Score | None = None,
+                      transductive: bool = True) -> torch.Tensor:
     """``[B, steps+1]`` query loss of every task after 0..``steps`` inner steps of ``learner``.
 
     ``trainable`` optionally names the parameters adapted in the inner loop (the others stay frozen).
+    ``score(prediction, y_query)``, if given, is recorded instead of the loss (e.g. the accuracy of a
+    classifier); the inner steps still descend the loss. ``transductive`` chooses how query predictions are
+    made (see :meth:`~metalearn_core.algorithms.MetaLearner.predict`).
     """
+    losses, scores = _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive)
+    return losses if scores is None else scores
+
+
+def _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive):
+    """(query losses, query scores or None), each ``[B, steps+1]``, in one pass over the inner steps."""
     steps = check_positive_int("steps", steps, minimum=0)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
-    learner.model.check_input(batch.x_support, batch.y_support, where="the test tasks")
+    learner.check_batch(batch, where="the test tasks")
     trainable = learner.check_trainable(params, trainable)
 
+    def measure(p, xs, ys, xq, yq):
+        pred = learner.predict(p, xs, ys, xq, transductive=transductive)
+        loss = learner.loss(pred, yq)
+        return (loss, loss) if score is None else (loss, score(pred, yq))
+
     def curve(p, xs, ys, xq, yq):
-        out = [learner.task_loss(p, xq, yq)]
+        out = [measure(p, xs, ys, xq, yq)]
         for _ in range(steps):
             p = learner.inner_step(p, xs, ys, alpha, trainable=trainable)
-            out.append(learner.task_loss(p, xq, yq))
-        return torch.stack(out)
+            out.append(measure(p, xs, ys, xq, yq))
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
     params = {k: v.detach() for k, v in params.items()}
-    return vmap(curve, in_dims=(None, 0, 0, 0, 0))(params, batch.x_support, batch.y_support,
-                                                   batch.x_query, batch.y_query).detach()
+    # over the tasks with vmap or a loop, as the learner does in training (same numbers, speed differs)
+    losses, scores = learner._map_tasks(curve, params, batch.x_support, batch.y_support, batch.x_query,
+                                        batch.y_query)
+    return losses.detach(), (None if score is None else scores.detach())
 
 
 def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *, steps: int = 10,
-                     shots: int | None = None, queries: int = 100, n_tasks: int | None = None,
+                     shots: int | None = None, queries: int | None = None, n_tasks: int | None = None,
                      budget: str | None = None, experiment: str | None = None, seed: int = 0,
-                     alpha: float | None = None, label: str | None = None, chunk: int = 500,
-                     trainable=None, exclude_diverged: bool = False) -> AdaptationCurve:
-    """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query loss.
+                     alpha: float | None = None, label: str | None = None, chunk: int | None = None,
+                     trainable=None, exclude_diverged: bool = False, transductive: bool = True) -> AdaptationCurve:
+    """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query score.
+
+    The score is chosen by :func:`query_score`: the query loss (MSE) for regression families, the query
+    accuracy for families whose ``metric`` is ``"accuracy"`` (e.g. Omniglot).
 
     Args:
         shots: K support examples per test task (family default).
-        queries: query examples per task used to measure the loss (many, so each task's loss is accurate).
+        queries: query examples per task used to measure the score, in the family's unit (per task for
+            sinusoids, per class for Omniglot); default ``family.eval_queries`` (100 for sinusoids, so each
+            task's loss is accurate; 15 per class for Omniglot, whose characters have 20 drawings).
         n_tasks: number of test tasks (default: the budget's ``eval_tasks``, ≥ 600 at ``cpu``).
         experiment: which preset table gives that default (default ``family.name``).
         seed: picks the test tasks (stream ``TEST_SEED_OFFSET + seed``, never the training stream).
         alpha: test-time inner learning rate (default: the learner's α).
         trainable: names of the parameters adapted at test time (default all; e.g. the last layer only
             for a linear probe).
+        chunk: test tasks adapted at once (default ``family.eval_chunk``: 500 sinusoids, 20 Omniglot
+            episodes, whose convolutions need far more memory); only memory and speed depend on it.
         exclude_diverged: instead of raising when adaptation diverges on some test tasks (loss NaN/inf, or
             10⁴ times its value before adaptation), leave those tasks out of every step's statistics and
             count them in ``curve.diverged``; results tables report that count next to the mean.
+        transductive: predict each task's query examples together (default) or each one alone with the
+            support set (see :meth:`~metalearn_core.algorithms.MetaLearner.predict`); only networks with
+            batch statistics (:class:`~metalearn_core.models.Conv4`) give different numbers.
+
+    Divergence is always judged on the query *loss* (also when the curve records accuracy).
 
     Raises:
         DivergenceError: some task's loss became NaN/inf — α is too large for these tasks.
@@ -146,14 +200,21 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     n_tasks = check_positive_int("n_tasks", n_tasks)
     generator = make_generator(TEST_SEED_OFFSET + seed)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
+    queries = getattr(family, "eval_queries", 100) if queries is None else queries
+    chunk = check_positive_int("chunk", getattr(family, "eval_chunk", 500) if chunk is None else chunk)
+    score = query_score(family)
     first = next(iter(params.values()))
     dtype, device = first.dtype, first.device
-    chunks = []
+    chunks, score_chunks = [], []
     for start in range(0, n_tasks, chunk):
         batch = family.sample(min(chunk, n_tasks - start), shots=shots, queries=queries, generator=generator,
                               dtype=dtype).to(device)
-        chunks.append(adaptation_losses(learner, params, batch, steps, alpha, trainable))
+        losses, scores = _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive)
+        chunks.append(losses)
+        score_chunks.append(scores)
     losses = torch.cat(chunks).double().cpu().numpy()
+    # the recorded values: the losses themselves for regression, accuracies for classification
+    values = losses if score is None else torch.cat(score_chunks).double().cpu().numpy()
     diverged = 0
     if exclude_diverged:
         # a task diverges when its loss becomes NaN/inf or grows BLOWUP_FACTOR-fold over its loss before
@@ -170,7 +231,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             raise DivergenceError(
                 f"adaptation diverged on {diverged} of {n_tasks} test tasks with α={alpha:g}, leaving too few "
                 f"for a confidence interval; use a smaller α (meta-training used α={learner.alpha:g})")
-        losses = losses[~bad]
+        losses, values = losses[~bad], values[~bad]
     if not np.isfinite(losses).all():
         bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
         n_bad = int((~np.isfinite(losses).all(1)).sum())
@@ -184,9 +245,9 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} before "
             f"adaptation to {means[worst]:.3g} after {worst} inner step(s); use a smaller α (meta-training "
             f"used α={learner.alpha:g})")
-    stats = [mean_ci95(losses[:, s]) for s in range(steps + 1)]
+    stats = [mean_ci95(values[:, s]) for s in range(steps + 1)]
     return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
-                           ci95=np.array([c for _, c in stats]), losses=losses,
+                           ci95=np.array([c for _, c in stats]), losses=values,
                            label=label if label is not None else learner.name, metric=family.metric,
                            shots=shots if shots is not None else family.default_shots, alpha=alpha,
-                           diverged=diverged)
+                           diverged=diverged, transductive=bool(transductive))

@@ -100,14 +100,19 @@ class OmniglotTasks(TaskFamily):
       used: a class's support and query drawings are always different drawers).
 
     The loss is :func:`cross_entropy_loss` on logits ``[n, N]``; :attr:`metric` is ``"accuracy"``
-    (:func:`accuracy`).
+    (:func:`accuracy`, also available as the family's ``accuracy``). Evaluation uses ``eval_queries = 15``
+    query drawings per class (with up to 5 shots, every one of a character's 20 drawings is used) and adapts
+    ``eval_chunk = 20`` test episodes at a time (a convolutional network's activations are large).
     """
 
     name = "omniglot"
     metric = "accuracy"
     default_shots = 1
     default_queries = 15
+    eval_queries = 15
+    eval_chunk = 20
     loss = staticmethod(cross_entropy_loss)
+    accuracy = staticmethod(accuracy)
 
     def __init__(self, images: OmniglotImages, split: str = "train", ways: int = 5, rotations: bool = False,
                  splits: Mapping[str, Sequence[str]] | None = None):

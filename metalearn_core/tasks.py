@@ -113,7 +113,12 @@ class TaskFamily(abc.ABC):
         name: used to look up budget presets (see :mod:`metalearn_core.budgets`).
         in_features, out_features: sizes a model must accept and produce.
         loss: ``loss(pred, y) -> scalar`` used for both adaptation and evaluation.
-        metric: name of the loss reported in results ("mse").
+        metric: what evaluation reports: ``"mse"`` (the loss itself) or ``"accuracy"`` (classification
+            families, which then also have an ``accuracy(logits, labels)`` function).
+        default_shots, default_queries: support and query examples per task when :meth:`sample` is not told.
+        eval_queries: query examples per test task in :func:`~metalearn_core.evaluation.adaptation_curve`
+            (more than in training, so that each test task's score is accurate).
+        eval_chunk: how many test tasks evaluation adapts at once (a memory setting, not a result).
     """
 
     name = "family"
@@ -122,6 +127,8 @@ class TaskFamily(abc.ABC):
     metric = "mse"
     default_shots = 10
     default_queries = 10
+    eval_queries = 100
+    eval_chunk = 500
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = staticmethod(mse_loss)
 
     def sample(self, n_tasks: int, *, shots: int | None = None, queries: int | None = None,
