@@ -16,6 +16,7 @@ __all__ = [
     "ShapeMismatchError",
     "CheckpointError",
     "DivergenceError",
+    "DataError",
     "check_positive",
     "check_positive_int",
     "BLOWUP_FACTOR",
@@ -44,6 +45,10 @@ class CheckpointError(MetaLearnError):
 
 class DivergenceError(MetaLearnError):
     """Training or adaptation produced a non-finite loss (NaN or inf)."""
+
+
+class DataError(MetaLearnError):
+    """A data file is missing, corrupt (wrong checksum, not a zip) or laid out unlike the official release."""
 
 
 def check_positive(name: str, value, *, hint: str = "") -> float:
