@@ -9,6 +9,8 @@
 Modules: :mod:`~metalearn_core.tasks` (task families), :mod:`~metalearn_core.models` (functional models),
 :mod:`~metalearn_core.algorithms` (MAML, FOMAML, Reptile, joint training), :mod:`~metalearn_core.training`
 (the one meta-training loop), :mod:`~metalearn_core.evaluation` (adaptation curves, 95% CIs),
+:mod:`~metalearn_core.data` (the Omniglot archives, checksums, preprocessing, one-shot runs),
+:mod:`~metalearn_core.omniglot` (N-way K-shot Omniglot episodes),
 :mod:`~metalearn_core.checkpoints`, :mod:`~metalearn_core.budgets`, :mod:`~metalearn_core.viz` (plots,
 widgets and static sliders) and :mod:`~metalearn_core.exercises` (answer checkers).
 """
@@ -18,9 +20,13 @@ __version__ = "0.1.0"
 from .algorithms import ALGORITHMS, FOMAML, MAML, JointTraining, MetaLearner, Reptile, make_learner
 from .budgets import BUDGETS, PRESETS, Preset, preset, resolve_budget
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
-from .errors import (CheckpointError, ConfigError, DivergenceError, MetaLearnError, ShapeMismatchError)
+from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, MetaLearnError,
+                     ShapeMismatchError)
 from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95
+from .data import (OmniglotImages, OneShotRun, OneShotScore, find_archive, load_omniglot, load_oneshot_runs,
+                   score_oneshot)
 from .models import MLP, FunctionalModel, LinearModel
+from .omniglot import OmniglotTasks
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
 
@@ -31,10 +37,12 @@ __all__ = [
     "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ALGORITHMS", "make_learner",
     "BUDGETS", "PRESETS", "Preset", "preset", "resolve_budget",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
-    "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError",
+    "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError", "DataError",
     "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95",
     "FunctionalModel", "MLP", "LinearModel",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
+    "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
+    "load_oneshot_runs", "score_oneshot",
     "History", "TrainResult", "meta_train", "load_params",
     "viz", "demos", "exercises",
 ]

@@ -55,6 +55,9 @@ class TaskBatch:
         x_query: ``[B, Q, in_features]`` query inputs.
         y_query: ``[B, Q, out_features]`` query targets.
         info: per-task parameters of the family (e.g. sinusoid amplitude and phase), each ``[B, ...]``.
+
+    Classification families (:class:`~metalearn_core.omniglot.OmniglotTasks`) use images as inputs,
+    ``[B, K, 1, H, W]``, and integer class labels as targets, ``[B, K]`` (no feature dimension).
     """
 
     x_support: torch.Tensor

@@ -1,0 +1,195 @@
+r"""N-way K-shot classification episodes drawn from Omniglot: :class:`OmniglotTasks`.
+
+An *episode* (a task) picks N characters at random, relabels them 0..N−1 in a random order, and shows K
+drawings of each as the support set and Q *other* drawings of each as the query set. A learner that adapts on
+the support set is scored on the query set. Because the labels are re-drawn for every episode, "class 3" means
+nothing across episodes: the only thing worth learning is how to learn a new character from K examples.
+
+Characters are split between meta-training, meta-validation and meta-testing **by alphabet**, so that test
+episodes ask about scripts never seen in training (a harder and more honest test than splitting characters
+of the same alphabets). With the two small background sets shipped with the book (242 characters, 8
+alphabets) the split is:
+
+====================  ==========================================================================  ==========
+split                 alphabets                                                                   characters
+====================  ==========================================================================  ==========
+``"train"``           Balinese, Greek, Japanese_(katakana), Korean, Latin, Tagalog                178
+``"val"``             Early_Aramaic                                                               22
+``"test"``            Sanskrit                                                                    42
+====================  ==========================================================================  ==========
+
+Why these: val and test need at least 20 characters for 20-way episodes (Tagalog has 17, so it trains); the
+two largest alphabets (Japanese_(katakana) 47, Korean 40) give meta-training variety; Greek and Latin, whose
+letters resemble each other, stay together in training, so neither held-out alphabet is a near-copy of a
+training one. Greek and Latin are in both small archives but :func:`~metalearn_core.data.load_omniglot`
+keeps one copy, so every character belongs to exactly one split.
+
+>>> from metalearn_core.data import load_omniglot
+>>> family = OmniglotTasks(load_omniglot(), "train", ways=5)          # doctest: +SKIP
+>>> batch = family.sample(4, shots=1, queries=15, seed=0)              # doctest: +SKIP
+>>> batch.x_support.shape, batch.y_support.shape                       # doctest: +SKIP
+(torch.Size([4, 5, 1, 28, 28]), torch.Size([4, 5]))
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import OmniglotImages
+from .errors import ConfigError, check_positive_int
+from .tasks import TaskBatch, TaskFamily
+
+__all__ = [
+    "TRAIN_ALPHABETS",
+    "VAL_ALPHABETS",
+    "TEST_ALPHABETS",
+    "SPLITS",
+    "OmniglotTasks",
+    "cross_entropy_loss",
+    "accuracy",
+]
+
+#: Meta-training alphabets of the small background sets (178 characters).
+TRAIN_ALPHABETS = ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin", "Tagalog")
+#: Meta-validation alphabet (22 characters): for choosing hyper-parameters and when to stop.
+VAL_ALPHABETS = ("Early_Aramaic",)
+#: Meta-test alphabet (42 characters): reported once, at the end.
+TEST_ALPHABETS = ("Sanskrit",)
+#: The default split of :class:`OmniglotTasks`, split name -> alphabets.
+SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_ALPHABETS, "val": VAL_ALPHABETS, "test": TEST_ALPHABETS}
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""Mean cross-entropy :math:`-\frac1n\sum_i \log \mathrm{softmax}(z_i)_{y_i}` of logits ``[n, N]`` and
+    integer labels ``[n]`` (any leading dimensions are flattened together)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction of examples whose largest logit is at the true label: logits ``[..., n, N]``, labels ``[..., n]``."""
+    return (logits.argmax(-1) == labels).to(logits.dtype if logits.is_floating_point() else torch.float32).mean()
+
+
+class OmniglotTasks(TaskFamily):
+    """N-way K-shot episodes of one alphabet split of Omniglot.
+
+    Args:
+        images: characters from :func:`~metalearn_core.data.load_omniglot`.
+        split: ``"train"``, ``"val"`` or ``"test"``; which alphabets each holds is given by ``splits``.
+        ways: N, the number of classes per episode (the models' number of outputs, ``out_features``).
+        rotations: train split only: add copies of every character rotated by 90°, 180° and 270° as new
+            classes (Finn et al., 2017, after Santoro et al., 2016), which multiplies the classes by four.
+            A rotated class is rotated in both its support and its query images.
+        splits: split name -> alphabets (default :data:`SPLITS`); every alphabet in ``images`` must be in
+            exactly one split. Pass your own when loading other archives (e.g. the full sets).
+
+    :meth:`~metalearn_core.tasks.TaskFamily.sample` takes ``shots`` and ``queries`` **per class**
+    (``shots + queries <= 20``, the drawings of a character) and returns a
+    :class:`~metalearn_core.tasks.TaskBatch` with
+
+    * ``x_support`` ``[B, N*K, 1, size, size]`` and ``x_query`` ``[B, N*Q, 1, size, size]`` float in [0, 1],
+      ink 1.0;
+    * ``y_support`` ``[B, N*K]`` and ``y_query`` ``[B, N*Q]`` int64 labels in 0..N−1, grouped by label:
+      ``y_support[b] = [0]*K + [1]*K + ... + [N-1]*K`` (which character gets which label is random);
+    * ``info``: ``classes`` ``[B, N]`` (the class of each label, an index into this split's classes),
+      ``characters`` ``[B, N]`` (its index in ``images``), ``rotations`` ``[B, N]`` (quarter turns, 0 without
+      rotation), ``support_drawers`` ``[B, N, K]`` and ``query_drawers`` ``[B, N, Q]`` (which drawings were
+      used: a class's support and query drawings are always different drawers).
+
+    The loss is :func:`cross_entropy_loss` on logits ``[n, N]``; :attr:`metric` is ``"accuracy"``
+    (:func:`accuracy`).
+    """
+
+    name = "omniglot"
+    metric = "accuracy"
+    default_shots = 1
+    default_queries = 15
+    loss = staticmethod(cross_entropy_loss)
+
+    def __init__(self, images: OmniglotImages, split: str = "train", ways: int = 5, rotations: bool = False,
+                 splits: Mapping[str, Sequence[str]] | None = None):
+        if not isinstance(images, OmniglotImages):
+            raise ConfigError(f"OmniglotTasks needs the OmniglotImages returned by load_omniglot(), got "
+                              f"{type(images).__name__}")
+        splits = {k: tuple(v) for k, v in (SPLITS if splits is None else splits).items()}
+        if split not in splits:
+            raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(repr(s) for s in splits)}")
+        owner: dict[str, str] = {}
+        for name, alphabets in splits.items():
+            for a in alphabets:
+                if a in owner:
+                    raise ConfigError(f"alphabet {a} is in both the {owner[a]!r} and {name!r} splits; give each "
+                                      f"alphabet to one split so no character is in two")
+                owner[a] = name
+        orphans = sorted(set(images.alphabets) - set(owner))
+        if orphans:
+            raise ConfigError(f"alphabet(s) {', '.join(orphans)} of these images are in no split; pass "
+                              f"splits={{'train': [...], 'val': [...], 'test': [...]}} naming every alphabet")
+        if not isinstance(rotations, bool):
+            raise ConfigError(f"rotations must be True or False, got {rotations!r}")
+        if rotations and split != "train":
+            raise ConfigError(f"rotations=True is a data augmentation of meta-training, but split={split!r}: use "
+                              f"rotations=False for the {split!r} split")
+        self.images, self.split, self.rotations = images, split, rotations
+        self.alphabets = tuple(a for a in splits[split] if a in set(images.alphabets))
+        wanted = set(self.alphabets)
+        chars = torch.tensor([i for i, a in enumerate(images.alphabets) if a in wanted], dtype=torch.long)
+        if chars.numel() == 0:
+            raise ConfigError(f"the {split!r} split (alphabets {', '.join(splits[split]) or 'none'}) has no "
+                              f"characters in these images; load the archives that hold them")
+        n_rot = 4 if rotations else 1
+        # class c is character chars[c % n_chars] turned by c // n_chars quarter turns
+        self.class_characters = chars.repeat(n_rot)
+        self.class_rotations = torch.arange(n_rot).repeat_interleave(chars.numel())
+        self.ways = check_positive_int("ways (N)", ways, minimum=2, hint="a classification task needs two classes")
+        if self.ways > self.n_classes:
+            raise ConfigError(f"ways={self.ways} but the {split!r} split has only {self.n_classes} classes "
+                              f"({', '.join(self.alphabets)}); use ways <= {self.n_classes}")
+        self.in_features = (1, images.size, images.size)
+        self.out_features = self.ways
+
+    @property
+    def n_classes(self) -> int:
+        """Classes to draw episodes from: the split's characters, times four with ``rotations``."""
+        return self.class_characters.numel()
+
+    @property
+    def n_characters(self) -> int:
+        """Distinct characters in the split (rotations not counted)."""
+        return self.n_classes // (4 if self.rotations else 1)
+
+    def _sample(self, n_tasks, shots, queries, generator, dtype):
+        drawers = self.images.n_drawers
+        if shots + queries > drawers:
+            raise ConfigError(f"shots + queries = {shots} + {queries} per class, but each Omniglot character has "
+                              f"only {drawers} drawings; use shots + queries <= {drawers}")
+        n, k, q, s = self.ways, shots, queries, self.images.size
+        # N distinct classes per episode, in random order: label j is the j-th class drawn, so the labelling
+        # is a fresh random permutation in every episode.
+        classes = torch.rand(n_tasks, self.n_classes, generator=generator).argsort(1)[:, :n]       # [B, N]
+        # K + Q distinct drawers per class: the first K are the support, the rest the query.
+        picks = torch.rand(n_tasks, n, drawers, generator=generator).argsort(2)[:, :, :k + q]     # [B, N, K+Q]
+        chars = self.class_characters[classes]
+        turns = self.class_rotations[classes]
+        x = self.images.images[chars[:, :, None], picks].to(dtype) / 255                          # [B, N, K+Q, s, s]
+        for t in range(1, 4):
+            mask = turns == t
+            if mask.any():
+                x[mask] = torch.rot90(x[mask], t, dims=(-2, -1))
+        x = x[:, :, :, None]                                                                       # add the channel
+        x_support = x[:, :, :k].reshape(n_tasks, n * k, 1, s, s)
+        x_query = x[:, :, k:].reshape(n_tasks, n * q, 1, s, s)
+        labels = torch.arange(n)
+        y_support = labels.repeat_interleave(k).expand(n_tasks, -1).clone()
+        y_query = labels.repeat_interleave(q).expand(n_tasks, -1).clone()
+        info = {"classes": classes, "characters": chars, "rotations": turns,
+                "support_drawers": picks[:, :, :k], "query_drawers": picks[:, :, k:]}
+        return TaskBatch(x_support, y_support, x_query, y_query, info)
+
+    def __repr__(self) -> str:
+        rot = ", rotations=True" if self.rotations else ""
+        return (f"OmniglotTasks(split={self.split!r}, ways={self.ways}, {self.n_classes} classes from "
+                f"{', '.join(self.alphabets)}{rot}, {self.images.size}x{self.images.size})")
