@@ -213,14 +213,16 @@ def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, capt
 
     def row(cells, tag):
         return "<tr>" + "".join(
-            f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .7em">'
+            f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .7em;'
+            f'white-space:nowrap">'
             f"{html.escape(str(c))}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
 
     cap = f'<caption style="caption-side:top;text-align:left;font-weight:bold">{html.escape(caption)}</caption>' \
         if caption else ""
     body = "".join(row(line, "td") for line in lines)
     foot = "".join(f'<div style="font-size:85%;color:#555">{html.escape(n)}</div>' for n in notes)
-    return HTML(f'<div class="ml-table"><table style="border-collapse:collapse;margin:.4em 0">{cap}'
+    return HTML(f'<div class="ml-table" style="overflow-x:auto"><table style="border-collapse:collapse;'
+                f'margin:.4em 0">{cap}'
                 f"<thead>{row(header, 'th')}</thead><tbody>{body}</tbody></table>{foot}</div>")
 
 
