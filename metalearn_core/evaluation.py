@@ -23,7 +23,7 @@ from .errors import BLOWUP_FACTOR, DivergenceError, check_positive, check_positi
 from .models import Params
 from .tasks import TaskBatch, TaskFamily, make_generator
 
-__all__ = ["AdaptationCurve", "adaptation_losses", "adaptation_curve", "mean_ci95", "t_critical",
+__all__ = ["AdaptationCurve", "diverged_tasks", "adaptation_losses", "adaptation_curve", "mean_ci95", "t_critical",
            "TEST_SEED_OFFSET"]
 
 TEST_SEED_OFFSET = 1_000_003
@@ -96,6 +96,18 @@ class AdaptationCurve:
         return f"AdaptationCurve({self.summary()})"
 
 
+def diverged_tasks(losses) -> np.ndarray:
+    """``[n_tasks]`` booleans for ``losses`` ``[n_tasks, steps+1]``: which tasks' adaptation diverged.
+
+    A task diverges when its query loss becomes NaN/inf or grows ``BLOWUP_FACTOR``-fold over its loss before
+    adaptation (step 0).
+    """
+    losses = np.asarray(losses, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ~np.isfinite(losses).all(1) | (np.nan_to_num(losses, nan=np.inf).max(1)
+                                              > BLOWUP_FACTOR * np.maximum(losses[:, 0], 1e-8))
+
+
 def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, steps: int,
                       alpha: float | None = None, trainable=None) -> torch.Tensor:
     """``[B, steps+1]`` query loss of every task after 0..``steps`` inner steps of ``learner``.
@@ -156,11 +168,8 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     losses = torch.cat(chunks).double().cpu().numpy()
     diverged = 0
     if exclude_diverged:
-        # a task diverges when its loss becomes NaN/inf or grows BLOWUP_FACTOR-fold over its loss before
-        # adaptation; such tasks are dropped whole (every step), so the curve is over one set of tasks
-        with np.errstate(invalid="ignore", over="ignore"):
-            bad = ~np.isfinite(losses).all(1) | (np.nan_to_num(losses, nan=np.inf).max(1)
-                                                  > BLOWUP_FACTOR * np.maximum(losses[:, 0], 1e-8))
+        # diverged tasks are dropped whole (every step), so the curve is over one set of tasks
+        bad = diverged_tasks(losses)
         diverged = int(bad.sum())
         if diverged == n_tasks:
             raise DivergenceError(
