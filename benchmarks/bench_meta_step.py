@@ -20,13 +20,7 @@ import time
 import torch
 
 import metalearn_core as ml
-
-
-def time_calls(fn, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return 1000.0 * (time.perf_counter() - start) / calls
+from metalearn_core.costs import time_per_call
 
 
 def main(argv=None) -> int:
@@ -58,8 +52,8 @@ def main(argv=None) -> int:
                 learner.meta_gradient(params, batch)
         t_fast, t_slow = [], []
         for _ in range(args.rounds):
-            t_fast.append(time_calls(lambda: fast.meta_gradient(params, batch), args.calls))
-            t_slow.append(time_calls(lambda: slow.meta_gradient(params, batch), max(args.calls // 5, 3)))
+            t_fast.append(time_per_call(lambda: fast.meta_gradient(params, batch), args.calls))
+            t_slow.append(time_per_call(lambda: slow.meta_gradient(params, batch), max(args.calls // 5, 3)))
         f, s = statistics.median(t_fast), statistics.median(t_slow)
         ratios[cls.name] = s / f
         print(f"{cls.name:<10} {f:9.2f} {s:9.2f} {s / f:8.1f}x")

@@ -13,7 +13,10 @@ curves, 95% CIs),
 :mod:`~metalearn_core.data` (the Omniglot archives, checksums, preprocessing, one-shot runs),
 :mod:`~metalearn_core.omniglot` (N-way K-shot Omniglot episodes),
 :mod:`~metalearn_core.checkpoints`, :mod:`~metalearn_core.budgets`, :mod:`~metalearn_core.viz` (plots,
-widgets and static sliders) and :mod:`~metalearn_core.exercises` (answer checkers).
+widgets and static sliders), :mod:`~metalearn_core.widgets` (the chapter-4 explorers),
+:mod:`~metalearn_core.results` (result rows), :mod:`~metalearn_core.experiments` (what
+``python -m metalearn_core reproduce`` runs), :mod:`~metalearn_core.costs` (time and memory of a meta-step)
+and :mod:`~metalearn_core.exercises` (answer checkers).
 """
 
 __version__ = "0.1.0"
@@ -31,7 +34,8 @@ from .omniglot import OmniglotTasks
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
 
-from . import demos, exercises, viz  # noqa: E402  (submodules used as ml.viz, ml.demos, ml.exercises)
+# submodules used as ml.viz, ml.results...; ml.experiments and ml.widgets are imported where needed
+from . import costs, demos, exercises, results, viz  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -45,5 +49,5 @@ __all__ = [
     "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
     "load_oneshot_runs", "score_oneshot",
     "History", "TrainResult", "meta_train", "load_params",
-    "viz", "demos", "exercises",
+    "viz", "demos", "exercises", "results", "costs",
 ]

@@ -26,8 +26,8 @@ from .errors import BLOWUP_FACTOR, ConfigError, DivergenceError, check_positive,
 from .models import Params
 from .tasks import TaskBatch, TaskFamily, make_generator
 
-__all__ = ["AdaptationCurve", "adaptation_losses", "adaptation_curve", "query_score", "mean_ci95",
-           "t_critical", "TEST_SEED_OFFSET"]
+__all__ = ["AdaptationCurve", "diverged_tasks", "adaptation_losses", "adaptation_curve", "query_score",
+           "mean_ci95", "t_critical", "TEST_SEED_OFFSET"]
 
 TEST_SEED_OFFSET = 1_000_003
 
@@ -119,6 +119,18 @@ def query_score(family: TaskFamily) -> Score | None:
     if not callable(score):
         raise ConfigError(f"{family!r} reports metric 'accuracy' but has no accuracy(logits, labels) function")
     return score
+
+
+def diverged_tasks(losses) -> np.ndarray:
+    """``[n_tasks]`` booleans for ``losses`` ``[n_tasks, steps+1]``: which tasks' adaptation diverged.
+
+    A task diverges when its query loss becomes NaN/inf or grows ``BLOWUP_FACTOR``-fold over its loss before
+    adaptation (step 0).
+    """
+    losses = np.asarray(losses, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ~np.isfinite(losses).all(1) | (np.nan_to_num(losses, nan=np.inf).max(1)
+                                              > BLOWUP_FACTOR * np.maximum(losses[:, 0], 1e-8))
 
 
 def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, steps: int,
@@ -217,11 +229,8 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     values = losses if score is None else torch.cat(score_chunks).double().cpu().numpy()
     diverged = 0
     if exclude_diverged:
-        # a task diverges when its loss becomes NaN/inf or grows BLOWUP_FACTOR-fold over its loss before
-        # adaptation; such tasks are dropped whole (every step), so the curve is over one set of tasks
-        with np.errstate(invalid="ignore", over="ignore"):
-            bad = ~np.isfinite(losses).all(1) | (np.nan_to_num(losses, nan=np.inf).max(1)
-                                                  > BLOWUP_FACTOR * np.maximum(losses[:, 0], 1e-8))
+        # diverged tasks are dropped whole (every step), so the curve is over one set of tasks
+        bad = diverged_tasks(losses)
         diverged = int(bad.sum())
         if diverged == n_tasks:
             raise DivergenceError(

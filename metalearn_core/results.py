@@ -35,7 +35,7 @@ from .budgets import BUDGETS
 from .errors import ConfigError
 
 __all__ = ["REQUIRED_FIELDS", "METRICS", "results_dir", "validate_row", "read_results", "write_results",
-           "select", "format_table"]
+           "select", "table_cells", "format_table"]
 
 REQUIRED_FIELDS = {"experiment": str, "algorithm": str, "setting": str, "metric": str, "steps": int,
                    "mean": float, "ci95": float, "n_tasks": int, "budget": str, "seed": int}
@@ -133,9 +133,9 @@ def select(rows: Sequence[dict], **where) -> list[dict]:
     return [r for r in rows if all(v is None or r.get(k) == v for k, v in where.items())]
 
 
-def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, digits: int = 2,
-                 markdown: bool = False) -> str:
-    """A table with one line per (setting, algorithm) and one column per number of steps.
+def table_cells(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, digits: int = 2
+                ) -> tuple[list[str], list[list[str]]]:
+    """``(header, lines)`` of the results table: one line per (setting, algorithm), one column per step count.
 
     Cells read ``mean ± ci95``; a ``published`` field, when present, is shown in brackets after the cell, and
     a † marks a row whose ``diverged_tasks`` is not zero (some test tasks were left out).
@@ -143,11 +143,17 @@ def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, dig
     groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
         groups.setdefault((r["setting"], r["algorithm"]), {})[r["steps"]] = r
-    if not groups:
-        return "(no rows)"
     head = ["setting", "algorithm"] + [f"{s} step{'s' if s != 1 else ''}" for s in steps]
     lines = []
-    for (setting, algo), by_step in groups.items():
+    # settings in order of their number of shots when rows say it (5-shot before 10-shot), else as given
+    order = {key: i for i, key in enumerate(groups)}
+    shots = {key: min(r.get("shots", 0) for r in by_step.values()) for key, by_step in groups.items()}
+    first_of_setting = {}
+    for key in groups:
+        first_of_setting.setdefault(key[0], order[key])
+    keys = sorted(groups, key=lambda k: (shots[k], first_of_setting[k[0]], order[k]))
+    for setting, algo in keys:
+        by_step = groups[setting, algo]
         cells = [setting, algo]
         for s in steps:
             r = by_step.get(s)
@@ -159,6 +165,16 @@ def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, dig
                 cell += f" [{r['published']:.{digits}f}]"
             cells.append(cell)
         lines.append(cells)
+    return head, lines
+
+
+def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, digits: int = 2,
+                 markdown: bool = False) -> str:
+    """The table of :func:`table_cells` as aligned text (or Markdown); see :func:`metalearn_core.viz.html_table`
+    for notebooks and the website."""
+    head, lines = table_cells(rows, steps, digits=digits)
+    if not lines:
+        return "(no rows)"
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c) + " |" for c in lines]

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from .errors import ConfigError, MetaLearnError
 
 __all__ = ["COLORS", "log_y", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
-           "plot_sinusoid_tasks", "plot_adapted_functions", "figure_to_data_uri", "static_explorer", "live_explorer"]
+           "plot_sinusoid_tasks", "plot_adapted_functions", "html_table", "figure_to_data_uri", "static_explorer", "live_explorer"]
 
 COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3"}
 
@@ -165,7 +165,8 @@ def plot_adapted_functions(learner, params, task, *, steps=(0, 1, 10), alpha: fl
     """The prediction of ``params`` on a 1-D regression task before and after some inner steps.
 
     ``task`` is a one-task :class:`~metalearn_core.tasks.TaskBatch` of a sinusoid family (its true function is
-    drawn from ``info``); its support points are drawn as triangles. Lines get lighter-to-darker with steps.
+    drawn from ``info``); its support points are drawn as triangles. Lines get darker with more steps, and
+    each count has its own line style (dashed before adaptation, then dotted, dash-dotted, solid).
     """
     import torch
 
@@ -180,22 +181,49 @@ def plot_adapted_functions(learner, params, task, *, steps=(0, 1, 10), alpha: fl
     xs, ys = task.x_support[0], task.y_support[0]
     p = {k: v.detach() for k, v in params.items()}
     done = 0
-    shades = np.linspace(0.35, 1.0, len(steps))
+    shades = np.linspace(0.4, 1.0, len(steps))
     base = color or "C0"
-    for shade, k in zip(shades, sorted(steps)):
+    ordered = sorted(steps)
+    adapted_styles = iter([":", "-.", "-"][-sum(k > 0 for k in ordered):] if any(k > 0 for k in ordered) else [])
+    for shade, k in zip(shades, ordered):
         p = learner.adapt(p, xs, ys, steps=k - done, alpha=alpha)
         done = k
         with torch.no_grad():
             pred = learner.model(p, x[:, None])[:, 0]
-        ax.plot(x, pred, color=base, alpha=float(shade), lw=1.6, ls="--" if k == 0 else "-",
+        style = "--" if k == 0 else next(adapted_styles, "-")
+        ax.plot(x, pred, color=base, alpha=float(shade), lw=1.7, ls=style,
                 label="before adaptation" if k == 0 else f"after {k} step{'s' if k != 1 else ''}")
     ax.plot(xs[:, 0], ys[:, 0], "k^", ms=7, label=f"K={xs.shape[0]} support points")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title(title or learner.describe(), fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
     ax.grid(alpha=0.3)
     return fig if fig is not None else ax.figure
+
+
+def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, caption: str | None = None,
+               notes: Sequence[str] = (), align_left: int = 1):
+    """A plain HTML table for notebooks and the website (``IPython.display.HTML``).
+
+    The first ``align_left`` columns are left-aligned (labels), the others right-aligned (numbers). Cell text is
+    escaped, so write maths in Unicode (α, β, π), not LaTeX. ``notes`` are printed under the table.
+    """
+    from IPython.display import HTML
+
+    def row(cells, tag):
+        return "<tr>" + "".join(
+            f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .7em;'
+            f'white-space:nowrap">'
+            f"{html.escape(str(c))}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
+
+    cap = f'<caption style="caption-side:top;text-align:left;font-weight:bold">{html.escape(caption)}</caption>' \
+        if caption else ""
+    body = "".join(row(line, "td") for line in lines)
+    foot = "".join(f'<div style="font-size:85%;color:#555">{html.escape(n)}</div>' for n in notes)
+    return HTML(f'<div class="ml-table" style="overflow-x:auto"><table style="border-collapse:collapse;'
+                f'margin:.4em 0">{cap}'
+                f"<thead>{row(header, 'th')}</thead><tbody>{body}</tbody></table>{foot}</div>")
 
 
 def figure_to_data_uri(fig: Figure, dpi: int = 80, colors: int | None = 128) -> str:

@@ -24,7 +24,7 @@ import torch
 
 from . import viz
 from .errors import ConfigError, DivergenceError
-from .evaluation import TEST_SEED_OFFSET, adaptation_curve, adaptation_losses
+from .evaluation import TEST_SEED_OFFSET, adaptation_curve, adaptation_losses, diverged_tasks
 from .tasks import SinusoidTasks
 
 __all__ = ["AdaptationExplorer", "MetaTrainingExplorer"]
@@ -92,7 +92,7 @@ class AdaptationExplorer:
         ax1.plot(batch.x_support[0, :, 0], batch.y_support[0, :, 0], "k^", ms=7, label=f"K={shots} support points")
         for i, label in enumerate(self.models):
             pred, curve = self.adapted(label, alpha, steps, shots, task)
-            if not torch.isfinite(curve).all() or float(curve.max()) > 1e4 * max(float(curve[0]), 1e-8):
+            if diverged_tasks(curve[None].numpy())[0]:
                 raise DivergenceError(
                     f"adapting the {label} model with α={alpha:g} diverges on this task (its loss grows without "
                     f"bound): use a smaller α")

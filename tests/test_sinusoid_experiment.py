@@ -286,3 +286,13 @@ def test_reproduce_can_reuse_existing_checkpoints(quick_run):
     assert set(models) == {"MAML", "Reptile"}
     after = {n: sinusoid.checkpoint_path(n, "quick", 0, root).stat().st_mtime_ns for n in ("MAML", "Reptile")}
     assert before == after
+
+
+def test_html_tables_hold_every_cell_escaped_with_the_footnote():
+    rows = [_row(diverged_tasks=2, n_tasks=598, published=0.67, shots=5), _row(setting="10-shot", shots=10)]
+    html = sinusoid.html_table(rows, steps=(1,), digits=3).data
+    assert html.count("<tr>") == 3 and "0.500 ± 0.050† [0.670]" in html
+    assert "diverged on 2 of 600 test tasks" in html
+    assert html.index("5-shot") < html.index("10-shot")            # settings ordered by shots
+    escaped = ml.viz.html_table(["a<b"], [["x & y"]]).data
+    assert "a&lt;b" in escaped and "x &amp; y" in escaped

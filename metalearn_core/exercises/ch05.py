@@ -40,7 +40,7 @@ def _check_5_1(answer):
 EX_5_2_OPTIONS = {
     "a": "when the inner step size α tends to zero",
     "b": "when the inner loop takes many steps with a large α",
-    "c": "when every task's support loss has zero Hessian (it is linear in θ)",
+    "c": "when the Hessian of every task's support loss is zero along the inner path",
     "d": "in both cases (a) and (c), and not in general otherwise",
 }
 

@@ -321,18 +321,32 @@ def evaluate(seed: int = 0, tasks: int | None = None, *, budget: str = "cpu", tr
     return rows
 
 
-def table(rows: Sequence[dict], steps: Sequence[int] = (0, 1, 5, 10), markdown: bool = False) -> str:
-    """The reproduction table: query MSE mean ± 95% CI, published 5-shot values in brackets."""
-    from ..results import format_table
+TABLE_TITLE = "query MSE, mean ± 95% CI over test tasks [Finn et al. 2017 in brackets]"
 
-    head = "query MSE, mean ± 95% CI over test tasks [Finn et al. 2017 in brackets]"
-    text = head + "\n" + format_table(rows, steps, markdown=markdown)
+
+def _left_out_notes(rows: Sequence[dict]) -> list[str]:
     left_out = sorted({(r["algorithm"], r["setting"], r["diverged_tasks"], r["n_tasks"] + r["diverged_tasks"])
                        for r in rows if r.get("diverged_tasks")})
-    for algo, setting, bad, total in left_out:
-        text += (f"\n† {algo}, {setting}: adaptation diverged on {bad} of {total} test tasks, which are left out "
-                 f"of its statistics")
-    return text
+    return [f"† {algo}, {setting}: adaptation diverged on {bad} of {total} test tasks, which are left out of its "
+            f"statistics" for algo, setting, bad, total in left_out]
+
+
+def table(rows: Sequence[dict], steps: Sequence[int] = (0, 1, 5, 10), markdown: bool = False,
+          digits: int = 2) -> str:
+    """The reproduction table as text: query MSE mean ± 95% CI, published 5-shot values in brackets."""
+    from ..results import format_table
+
+    return "\n".join([TABLE_TITLE, format_table(rows, steps, markdown=markdown, digits=digits)]
+                     + _left_out_notes(rows))
+
+
+def html_table(rows: Sequence[dict], steps: Sequence[int] = (0, 1, 5, 10), digits: int = 2, caption=None):
+    """The reproduction table for notebooks and the website (see :func:`table`)."""
+    from .. import viz
+    from ..results import table_cells
+
+    head, lines = table_cells(rows, steps, digits=digits)
+    return viz.html_table(head, lines, caption=caption or TABLE_TITLE, notes=_left_out_notes(rows), align_left=2)
 
 
 def shipped_rows(budget: str = "cpu", seed: int = 0, root=None) -> list[dict]:
