@@ -8,7 +8,7 @@ field          meaning
 experiment     e.g. ``"sinusoid"``
 algorithm      e.g. ``"MAML"``, ``"pre-trained"``
 setting        the test condition, e.g. ``"5-shot"``
-metric         ``"mse"`` or ``"accuracy"``
+metric         ``"mse"``, ``"accuracy"`` or ``"error"`` (accuracies and errors in percent)
 steps          inner gradient steps taken at test time
 mean, ci95     mean over test tasks and the half-width of its 95% confidence interval
 n_tasks        number of test tasks the mean is over
@@ -39,7 +39,7 @@ __all__ = ["REQUIRED_FIELDS", "METRICS", "results_dir", "validate_row", "read_re
 
 REQUIRED_FIELDS = {"experiment": str, "algorithm": str, "setting": str, "metric": str, "steps": int,
                    "mean": float, "ci95": float, "n_tasks": int, "budget": str, "seed": int}
-METRICS = ("mse", "accuracy")
+METRICS = ("mse", "accuracy", "error")
 ENV_VAR = "METALEARN_RESULTS"
 _KEY = ("experiment", "algorithm", "setting", "metric", "steps", "budget", "seed", "test_seed")
 

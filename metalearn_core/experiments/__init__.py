@@ -10,11 +10,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import ConfigError
-from . import sinusoid
+from . import omniglot, oneshot, sinusoid
 
-__all__ = ["EXPERIMENTS", "get_experiment", "sinusoid"]
+__all__ = ["EXPERIMENTS", "get_experiment", "sinusoid", "omniglot", "oneshot"]
 
-EXPERIMENTS: dict[str, ModuleType] = {"sinusoid": sinusoid}
+EXPERIMENTS: dict[str, ModuleType] = {"sinusoid": sinusoid, "omniglot": omniglot, "oneshot": oneshot}
 
 
 def get_experiment(name: str) -> ModuleType:
