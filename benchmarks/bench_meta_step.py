@@ -5,9 +5,12 @@ Setting (the MAML paper's sinusoid regression): MLP 1-40-40-1, meta-batch of 25 
 script times them side by side, in interleaved rounds so machine noise hits both alike, and prints the
 speed-up of vmap over the loop for MAML (second order), FOMAML and Reptile. Then it times whole training
 steps (sampling, meta-gradient, Adam) of the four sinusoid runs of chapters 4 and 5, side by side, and one
-redraw of chapter 4's adaptation widget (goal: < 1 s).
+redraw of chapter 4's adaptation widget (goal: < 1 s). Last, one meta-step of each Omniglot network of
+chapter 7 at its ``cpu`` budget (width, meta-batch, episode size), interleaved, with the minutes its
+``cpu`` training takes at that speed (goal: <= 20 minutes per method).
 
 Usage:  python benchmarks/bench_meta_step.py [--rounds 7] [--calls 30] [--threads N] [--train-steps 300]
+                                             [--omniglot-calls 3] [--no-widget]
 Goal on 2 CPU cores: MAML speed-up >= 5x.
 """
 
@@ -32,6 +35,8 @@ def main(argv=None) -> int:
                     help="skip timing a redraw of chapter 4's adaptation widget")
     ap.add_argument("--train-steps", type=int, default=300,
                     help="also time whole training steps of the sinusoid runs, this many per round (0: skip)")
+    ap.add_argument("--omniglot-calls", type=int, default=3,
+                    help="Omniglot meta-steps per network and round (0: skip the Omniglot section)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,6 +82,9 @@ def main(argv=None) -> int:
         for name, t in times.items():
             print(f"{name:<12} {statistics.median(t):8.2f} {statistics.median(t) / maml:7.2f}x")
 
+    if args.omniglot_calls:
+        omniglot_steps(args.rounds, args.omniglot_calls)
+
     if args.widget:
         # chapter 4's adaptation widget: one redraw (adapt on one task, mean curve over 100 tasks, draw) for
         # settings it has not seen yet, with the shipped checkpoints; goal: well under a second on 2 cores
@@ -100,6 +108,46 @@ def main(argv=None) -> int:
         print(f"\nadaptation widget redraw ({len(settings)} new settings): median {med:.2f} s, slowest {worst:.2f} s "
               f"({'meets' if worst < 1 else 'MISSES'} the < 1 s goal)")
     return 0
+
+
+def omniglot_steps(rounds: int, calls: int, budget: str = "cpu") -> dict[str, float]:
+    """Median ms per meta-step of each Omniglot network of chapter 7 at ``budget``, and its training minutes."""
+    from metalearn_core.experiments import omniglot
+
+    try:
+        images = ml.load_omniglot()
+    except ml.DataError as exc:
+        print(f"\nOmniglot meta-steps: skipped ({exc})")
+        return {}
+    setups = {}
+    for spec in omniglot.RUNS:
+        cfg = ml.preset(spec.experiment, budget)
+        learner = spec.learner(budget)
+        family = ml.OmniglotTasks(images, "train", ways=spec.ways, rotations=True)
+        meta_batch = max(1, cfg.meta_batch // spec.meta_batch_divisor)
+        batch = family.sample(meta_batch, shots=1, queries=omniglot.TRAIN_QUERIES, seed=0)
+        params = learner.model.init(0)
+        learner.meta_gradient(params, batch)                        # warm-up
+        setups[spec.name] = (learner, params, batch, cfg, meta_batch)
+    times = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name, (learner, params, batch, *_rest) in setups.items():
+            times[name].append(time_per_call(lambda: learner.meta_gradient(params, batch), calls))
+    print(f"\nOmniglot meta-steps at the {budget!r} budget (1-shot, {omniglot.TRAIN_QUERIES} queries per class, "
+          f"{torch.get_num_threads()} thread(s))")
+    print(f"{'network':<16} {'width':>5} {'episodes':>8} {'ms/step':>8} {'iterations':>10} {'minutes':>8}")
+    minutes = {}
+    for name, (learner, params, batch, cfg, meta_batch) in setups.items():
+        ms = statistics.median(times[name])
+        minutes[name] = ms * cfg.iterations / 60_000
+        print(f"{name:<16} {cfg.width:>5} {meta_batch:>8} {ms:8.0f} {cfg.iterations:>10} {minutes[name]:8.1f}")
+    methods = {}
+    for spec in omniglot.RUNS:
+        methods[spec.method] = methods.get(spec.method, 0.0) + minutes[spec.name]
+    print("training minutes per method (meta-steps only; sampling and validation add a little): "
+          + ", ".join(f"{m} {v:.1f}" for m, v in methods.items())
+          + f" ({'meets' if max(methods.values()) <= 20 else 'MISSES'} the <= 20 min goal)")
+    return minutes
 
 
 if __name__ == "__main__":

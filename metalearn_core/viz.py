@@ -27,9 +27,11 @@ from matplotlib.figure import Figure
 from .errors import ConfigError, MetaLearnError
 
 __all__ = ["COLORS", "log_y", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
-           "plot_sinusoid_tasks", "plot_adapted_functions", "html_table", "figure_to_data_uri", "static_explorer", "live_explorer"]
+           "plot_sinusoid_tasks", "plot_adapted_functions",
+           "plot_characters", "plot_episode", "plot_misclassified", "plot_oneshot_run", "html_table", "figure_to_data_uri", "static_explorer", "live_explorer"]
 
-COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3"}
+COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3",
+          "ProtoNet": "C4"}
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
@@ -200,6 +202,121 @@ def plot_adapted_functions(learner, params, task, *, steps=(0, 1, 10), alpha: fl
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
     ax.grid(alpha=0.3)
     return fig if fig is not None else ax.figure
+
+
+# ---- Omniglot pictures ----------------------------------------------------------------------------------
+
+def _image(ax, img, title=None, frame=None, fontsize=8):
+    """Draw one ``[1, H, W]`` or ``[H, W]`` image with ink dark on white; ``frame`` colours its border."""
+    img = np.asarray(img.detach().cpu() if hasattr(img, "detach") else img, dtype=float)
+    ax.imshow(img.reshape(img.shape[-2:]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(frame is not None)
+        if frame is not None:
+            side.set_color(frame)
+            side.set_linewidth(2.5)
+    if title:
+        ax.set_title(title, fontsize=fontsize, pad=2)
+
+
+def plot_characters(images, rows: Sequence[int], *, drawers: int = 6, labels: Sequence[str] | None = None,
+                    title: str | None = None):
+    """A grid: one row per character index in ``rows`` of :class:`~metalearn_core.data.OmniglotImages`,
+    showing the first ``drawers`` people's drawings of it (``labels`` names the rows)."""
+    fig, axes = new_figure(drawers, len(rows), width=0.95, height=1.05)
+    axes = np.asarray(axes).reshape(len(rows), drawers)
+    for i, c in enumerate(rows):
+        for j in range(drawers):
+            _image(axes[i, j], images.images[c, j].float() / 255)
+        name = labels[i] if labels is not None else images.characters[c]
+        axes[i, 0].set_ylabel(name.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_episode(batch, index: int = 0, *, predictions=None, max_queries: int = 5, title: str | None = None):
+    """One episode of a classification :class:`TaskBatch`: a column per class, its support image(s) on top
+    and up to ``max_queries`` query images below. With ``predictions`` (labels of the query examples), a wrong
+    prediction gets a red frame and the predicted label."""
+    ys, yq = batch.y_support[index], batch.y_query[index]
+    ways = int(ys.max()) + 1
+    shots = int((ys == 0).sum())
+    queries = min(max_queries, int((yq == 0).sum()))
+    fig, axes = new_figure(ways, shots + queries, width=1.0, height=1.08)
+    axes = np.asarray(axes).reshape(shots + queries, ways)
+    for c in range(ways):
+        sup = batch.x_support[index][ys == c]
+        for k in range(shots):
+            _image(axes[k, c], sup[k], title=f"class {c}" if k == 0 else None, frame="#333333")
+        where = (yq == c).nonzero().flatten()[:queries]
+        for r, q in enumerate(where.tolist()):
+            wrong = predictions is not None and int(predictions[q]) != c
+            _image(axes[shots + r, c], batch.x_query[index][q], frame="#b00020" if wrong else None,
+                   title=f"→ {int(predictions[q])}" if wrong else None)
+    axes[0, 0].set_ylabel("support", fontsize=8)
+    axes[shots, 0].set_ylabel("query", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_misclassified(examples: Sequence[dict], *, columns: int = 2, title: str | None = None):
+    """A gallery of mistakes: each example (a dict with ``query``, ``true_support``, ``predicted_support``
+    images and optionally ``label``) is drawn as three images: the query, the support image of its class and
+    the support image of the class it was given."""
+    n = len(examples)
+    if n == 0:
+        return message_figure("no misclassified queries in these episodes", title="Nothing to show")
+    rows = int(np.ceil(n / columns))
+    fig, axes = new_figure(3 * columns, rows, width=0.95, height=1.15)
+    axes = np.asarray(axes).reshape(rows, 3 * columns)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ex in enumerate(examples):
+        r, c = divmod(i, columns)
+        trio = axes[r, 3 * c:3 * c + 3]
+        for ax in trio:
+            ax.axis("on")
+        _image(trio[0], ex["query"], title=ex.get("label", "query"), frame="#b00020")
+        _image(trio[1], ex["true_support"], title="its class", frame="#1b7f3b")
+        _image(trio[2], ex["predicted_support"], title="picked", frame="#333333")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_oneshot_run(run, predictions=None, *, items: Sequence[int] = (0, 1, 2, 3), title: str | None = None):
+    """One of Lake et al.'s one-shot runs: its 20 training images (one per character), then test items with the
+    training image each one belongs to and, given ``predictions``, the one picked (red when wrong)."""
+    n_train = run.train.shape[0]
+    cols = 10
+    rows_train = int(np.ceil(n_train / cols))
+    fig, axes = new_figure(cols, rows_train + len(items), width=0.9, height=1.0)
+    axes = np.asarray(axes).reshape(rows_train + len(items), cols)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for j in range(n_train):
+        ax = axes[j // cols, j % cols]
+        ax.axis("on")
+        _image(ax, run.train[j], title=f"{j}", frame="#333333")
+    for r, i in enumerate(items):
+        row = axes[rows_train + r]
+        answer = int(run.answers[i])
+        row[0].axis("on")
+        _image(row[0], run.test[i], title=f"test item {i + 1}")
+        row[1].axis("on")
+        _image(row[1], run.train[answer], title=f"answer: {answer}", frame="#1b7f3b")
+        if predictions is not None:
+            pick = int(predictions[i])
+            row[2].axis("on")
+            _image(row[2], run.train[pick], title=f"picked: {pick}",
+                   frame="#1b7f3b" if pick == answer else "#b00020")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, caption: str | None = None,

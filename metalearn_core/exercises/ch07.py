@@ -1,0 +1,93 @@
+r"""Checkers for the exercises of chapter 7, "Few-shot image classification on Omniglot".
+
+=====  ==========================================================================================
+id     what is asked
+=====  ==========================================================================================
+7.1    a Prototypical Network's logits for one query embedding, by hand (2-D embeddings, 3 classes,
+       2 shots): the vector of the three logits
+7.2    multiple choice: what feeding a whole query set through a batch-statistics network at once does
+7.3    the error (%) of the shipped ProtoNet on the 20 official one-shot runs, predicted
+       non-transductively with your own ``predict`` function (checked against the shipped network)
+=====  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import compare_numbers, exercise
+from .ch01 import _letter
+
+__all__ = ["EX_7_1", "EX_7_2_OPTIONS"]
+
+#: support embeddings per class (two shots each) and one query embedding
+EX_7_1 = {"support": {0: ((0.0, 0.0), (2.0, 0.0)), 1: ((0.0, 3.0), (0.0, 5.0)), 2: ((-2.0, -1.0), (-4.0, -1.0))},
+          "query": (1.0, 1.0)}
+
+
+@exercise("7.1", "Prototypes and logits by hand")
+def _check_7_1(answer):
+    sup = {c: np.array(v) for c, v in EX_7_1["support"].items()}
+    q = np.array(EX_7_1["query"])
+    protos = np.stack([sup[c].mean(0) for c in sorted(sup)])
+    sq = ((protos - q) ** 2).sum(1)
+    expected = -sq
+    first = np.stack([sup[c][0] for c in sorted(sup)])
+    hints = {
+        "those are the squared distances; the logits are their negatives (nearest prototype = largest logit)": sq,
+        "the logits use squared Euclidean distances, not the distances themselves": -np.sqrt(sq),
+        "a prototype is the mean of its class's support embeddings, not its first example":
+            -((first - q) ** 2).sum(1),
+        "sum the squared differences over both coordinates (a squared distance is one number per class)":
+            -np.abs(protos - q).sum(1),
+    }
+    return compare_numbers(answer, expected, rtol=1e-6, atol=1e-9, hints=hints)
+
+
+EX_7_2_OPTIONS = {
+    "a": "nothing changes: a network's output for one image never depends on the other images",
+    "b": "each prediction can depend on the other query images, through the batch-normalisation statistics, "
+         "so the accuracy is that of a transductive protocol, not of classifying each image alone",
+    "c": "the query labels leak into the prediction through the batch statistics",
+    "d": "the predictions become deterministic only with a batch of one image, so one must use batch size 1",
+}
+
+
+@exercise("7.2", "What a batch of queries does to batch normalisation")
+def _check_7_2(answer):
+    if not isinstance(answer, str) or _letter(answer) is None:
+        return False, "answer with one letter, a, b, c or d, as a string (e.g. \"a\")"
+    letter = _letter(answer)
+    if letter not in EX_7_2_OPTIONS:
+        return False, f"there is no option ({letter}): answer with a, b, c or d"
+    if letter == "b":
+        return True, ("correct: with batch statistics the mean and variance of every channel come from the whole "
+                      "batch, so the query images normalise one another")
+    why = {
+        "a": "it does here: Conv4 normalises each channel with the mean and variance of the batch it is given",
+        "c": "labels never enter the forward pass; only the images do. What is shared is the images' statistics",
+        "d": "with a single image the last block's 1×1 features have zero variance over the batch; the "
+             "non-transductive protocol feeds the support set together with one query image instead",
+    }
+    return False, why[letter]
+
+
+@exercise("7.3", "ProtoNet on the 20 one-shot runs")
+def _check_7_3(answer):
+    from ..experiments import omniglot
+
+    try:
+        rows = omniglot.shipped_oneshot_rows()
+    except FileNotFoundError as exc:
+        return False, f"cannot check without the shipped results: {exc}"
+    by = {r["setting"]: r["mean"] for r in rows if r["algorithm"] == "ProtoNet"}
+    expected = by.get("20 runs, non-transductive")
+    if expected is None:
+        return False, "results/oneshot.json has no ProtoNet row: run `python -m metalearn_core reproduce oneshot`"
+    hints = {}
+    if "20 runs, transductive" in by and abs(by["20 runs, transductive"] - expected) > 1e-6:
+        hints["that is the transductive number (all 20 test images in one batch): feed the 20 training images "
+              "with ONE test image at a time"] = by["20 runs, transductive"]
+    hints["that is the error as a fraction; the exercise asks for percent"] = expected / 100
+    hints["that is the accuracy; the exercise asks for the error rate"] = 100 - expected
+    return compare_numbers(answer, expected, rtol=1e-3, atol=0.05, hints=hints)
