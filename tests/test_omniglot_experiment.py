@@ -143,6 +143,26 @@ def test_predict_episode_and_gallery_pictures(trained, images):
     assert len(viz.plot_characters(images, [0, 5], drawers=4).axes) == 8
 
 
+def test_misclassified_collects_exactly_the_wrong_queries(trained, images):
+    _, models = trained
+    m = models["MAML 5-way"]                      # quick budget: plenty of mistakes
+    batch = ml.OmniglotTasks(images, "test", ways=5).sample(3, shots=1, queries=4, seed=1)
+    wrong = [(b, q) for b in range(3)
+             for q in (omniglot.predict_episode(m, batch, b) != batch.y_query[b]).nonzero().flatten().tolist()]
+    found = omniglot.misclassified(m, batch, limit=100)
+    assert [(e["episode"], e["query_index"]) for e in found] == wrong
+    for e in found:
+        b = e["episode"]
+        assert e["true"] != e["predicted"] and e["true"] == int(batch.y_query[b, e["query_index"]])
+        assert torch.equal(e["query"], batch.x_query[b, e["query_index"]])
+        assert torch.equal(e["true_support"], batch.x_support[b, e["true"]])          # 1 shot: support j = class j
+        assert torch.equal(e["predicted_support"], batch.x_support[b, e["predicted"]])
+    if len(wrong) > 1:
+        assert len(omniglot.misclassified(m, batch, limit=1)) == 1
+    with pytest.raises(ml.ConfigError, match="limit must be a positive integer"):
+        omniglot.misclassified(m, batch, limit=0)
+
+
 def test_oneshot_rows_score_both_protocols_and_the_pixel_baseline(trained):
     _, models = trained
     runs = ml.load_oneshot_runs()

@@ -17,7 +17,7 @@ states this next to every number.
 Evaluation: ≥ 600 test episodes per setting from the held-out test alphabet (15 query drawings per class),
 mean ± 95% CI of the query accuracy after 0..k test-time steps, written to ``results/omniglot.json``; the
 same episodes predicted non-transductively (each query alone with the support set) for the BatchNorm
-section. :func:`score_oneshot_runs` scores the 20-way models on the 20 official one-shot runs and writes
+section. :func:`oneshot_rows` scores the 20-way models on the 20 official one-shot runs and writes
 ``results/oneshot.json``.
 """
 
@@ -43,8 +43,9 @@ from ..training import History, meta_train
 
 __all__ = ["EXPERIMENT", "SETTINGS", "PUBLISHED", "ONESHOT_PUBLISHED", "RunSpec", "RUNS", "TrainedModel",
            "checkpoint_path", "results_path", "oneshot_path", "train", "load_models", "evaluate_models",
-           "oneshot_rows", "predict_episode", "reproduce", "evaluate", "reproduce_oneshot", "evaluate_oneshot",
-           "table", "html_table", "oneshot_table", "shipped_rows", "TRAIN_QUERIES", "EVAL_QUERIES"]
+           "oneshot_rows", "predict_episode", "misclassified", "reproduce", "evaluate", "reproduce_oneshot",
+           "evaluate_oneshot", "table", "html_table", "oneshot_table", "oneshot_html_table", "shipped_rows",
+           "shipped_oneshot_rows", "TRAIN_QUERIES", "EVAL_QUERIES"]
 
 EXPERIMENT = "omniglot"
 ONESHOT = "oneshot"
@@ -386,6 +387,28 @@ def predict_episode(m: TrainedModel, batch, index: int = 0, transductive: bool =
     adapted = learner.adapt(m.params, xs, ys, steps=m.spec.test_steps)
     with torch.no_grad():
         return learner.predict(adapted, xs, ys, xq, transductive=transductive).argmax(-1)
+
+
+def misclassified(m: TrainedModel, batch, *, transductive: bool = True, limit: int = 8) -> list[dict]:
+    """The first ``limit`` wrongly classified query images in the episodes of ``batch``, for
+    :func:`~metalearn_core.viz.plot_misclassified`: each a dict with the ``query`` image, the support image of
+    its class (``true_support``), the support image of the class it was given (``predicted_support``), a
+    ``label`` and where it came from (``episode``, ``query_index``, ``true``, ``predicted``). With several
+    shots, the first support image of a class stands for it."""
+    if not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"limit must be a positive integer (how many mistakes to collect), got {limit!r}")
+    found = []
+    for b in range(batch.x_query.shape[0]):
+        pred = predict_episode(m, batch, b, transductive=transductive)
+        ys, yq = batch.y_support[b], batch.y_query[b]
+        for q in (pred != yq).nonzero().flatten().tolist():
+            true, wrong = int(yq[q]), int(pred[q])
+            found.append({"query": batch.x_query[b, q], "true_support": batch.x_support[b][ys == true][0],
+                          "predicted_support": batch.x_support[b][ys == wrong][0], "label": f"{true} → {wrong}",
+                          "episode": b, "query_index": q, "true": true, "predicted": wrong})
+            if len(found) == limit:
+                return found
+    return found
 
 
 def oneshot_rows(models: dict[str, TrainedModel], *, runs=None) -> tuple[list[dict], dict]:
