@@ -135,9 +135,10 @@ class MetaLearner(abc.ABC):
         examples of the same forward pass (batch normalisation with batch statistics, as in
         :class:`~metalearn_core.models.Conv4`):
 
-        * ``True`` (default, the protocol of MAML's and ProtoNets' code): all query examples go through the
-          network together, so they share batch statistics and each prediction depends a little on the
-          *other* query examples. Slightly optimistic: the test set helps normalise itself.
+        * ``True`` (default, the protocol of MAML's code): all query examples go through the network
+          together, so they share batch statistics and each prediction depends a little on the *other* query
+          examples. Slightly optimistic: the test set helps normalise itself. (ProtoNets' published code
+          normalises with running averages at test time instead, which is not transductive either.)
         * ``False`` (the definition of Nichol et al., 2018, Reptile): each query example is predicted by its
           own forward pass over the support set plus that one example, and its output is kept. No query
           example can influence another. This costs one forward pass per query example.

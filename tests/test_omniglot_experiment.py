@@ -244,11 +244,25 @@ def test_exercise_7_2_batch_statistics():
 
 
 @pytest.mark.skipif(not omniglot.oneshot_path().is_file(), reason="no shipped results/oneshot.json")
-def test_exercise_7_3_against_the_shipped_protonet():
-    rows = omniglot.shipped_oneshot_rows()
-    by = {r["setting"]: r["mean"] for r in rows if r["algorithm"] == "ProtoNet"}
-    assert check("7.3", by["20 runs, non-transductive"])
-    assert "percent" in check("7.3", by["20 runs, non-transductive"] / 100).message
+def test_exercise_7_3_solution_reproduces_the_shipped_maml_error():
+    """The chapter's solution (one forward pass per test image) gives the shipped non-transductive error, and the
+    checker tells the transductive number, a fraction and an accuracy apart from it."""
+    mm = omniglot.load_models(["MAML 20-way"])["MAML 20-way"]
+    learner, labels = mm.learner_for(20), torch.arange(20)
+
+    def predict(train, test):
+        adapted = learner.adapt(mm.params, train, labels, steps=mm.spec.test_steps)
+        with torch.no_grad():
+            return torch.stack([mm.learner.model(adapted, torch.cat([train, t[None]]))[-1].argmax()
+                                for t in test])
+
+    answer = ml.score_oneshot(ml.load_oneshot_runs(), predict).error_percent
+    assert check("7.3", answer)
+    by = {r["setting"]: r["mean"] for r in omniglot.shipped_oneshot_rows() if r["algorithm"] == "MAML"}
+    assert abs(answer - by["20 runs, non-transductive"]) < 1e-6
+    assert "transductive" in check("7.3", by["20 runs, transductive"]).message
+    assert "percent" in check("7.3", answer / 100).message
+    assert "error rate" in check("7.3", 100 - answer).message
 
 
 # ---- the shipped results ------------------------------------------------------------------------------------

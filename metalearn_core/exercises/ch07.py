@@ -6,8 +6,8 @@ id     what is asked
 7.1    a Prototypical Network's logits for one query embedding, by hand (2-D embeddings, 3 classes,
        2 shots): the vector of the three logits
 7.2    multiple choice: what feeding a whole query set through a batch-statistics network at once does
-7.3    the error (%) of the shipped ProtoNet on the 20 official one-shot runs, predicted
-       non-transductively with your own ``predict`` function (checked against the shipped network)
+7.3    the error (%) of the shipped 20-way MAML network on the 20 official one-shot runs, each test image
+       classified in its own forward pass with the 20 training images (checked against the shipped results)
 =====  ==========================================================================================
 """
 
@@ -72,7 +72,7 @@ def _check_7_2(answer):
     return False, why[letter]
 
 
-@exercise("7.3", "ProtoNet on the 20 one-shot runs")
+@exercise("7.3", "MAML on the 20 one-shot runs, one test image at a time")
 def _check_7_3(answer):
     from ..experiments import omniglot
 
@@ -80,14 +80,14 @@ def _check_7_3(answer):
         rows = omniglot.shipped_oneshot_rows()
     except FileNotFoundError as exc:
         return False, f"cannot check without the shipped results: {exc}"
-    by = {r["setting"]: r["mean"] for r in rows if r["algorithm"] == "ProtoNet"}
+    by = {r["setting"]: r["mean"] for r in rows if r["algorithm"] == "MAML"}
     expected = by.get("20 runs, non-transductive")
     if expected is None:
-        return False, "results/oneshot.json has no ProtoNet row: run `python -m metalearn_core reproduce oneshot`"
+        return False, "results/oneshot.json has no MAML row: run `python -m metalearn_core reproduce oneshot`"
     hints = {}
     if "20 runs, transductive" in by and abs(by["20 runs, transductive"] - expected) > 1e-6:
-        hints["that is the transductive number (all 20 test images in one batch): feed the 20 training images "
-              "with ONE test image at a time"] = by["20 runs, transductive"]
+        hints["that is the transductive number (all 20 test images in one forward pass): put ONE test image "
+              "at a time in a batch with the 20 training images, and keep its output"] = by["20 runs, transductive"]
     hints["that is the error as a fraction; the exercise asks for percent"] = expected / 100
     hints["that is the accuracy; the exercise asks for the error rate"] = 100 - expected
     return compare_numbers(answer, expected, rtol=1e-3, atol=0.05, hints=hints)

@@ -44,7 +44,7 @@ from ..training import History, meta_train
 __all__ = ["EXPERIMENT", "SETTINGS", "PUBLISHED", "ONESHOT_PUBLISHED", "RunSpec", "RUNS", "TrainedModel",
            "checkpoint_path", "results_path", "oneshot_path", "train", "load_models", "evaluate_models",
            "oneshot_rows", "predict_episode", "misclassified", "reproduce", "evaluate", "reproduce_oneshot",
-           "evaluate_oneshot", "table", "html_table", "oneshot_table", "oneshot_html_table", "shipped_rows",
+           "evaluate_oneshot", "PUBLISHED_PROTOCOL", "table", "html_table", "oneshot_table", "oneshot_html_table", "shipped_rows",
            "shipped_oneshot_rows", "TRAIN_QUERIES", "EVAL_QUERIES"]
 
 EXPERIMENT = "omniglot"
@@ -67,6 +67,12 @@ PUBLISHED = {
     ("Reptile", "5-way 1-shot"): 95.39, ("Reptile", "5-way 5-shot"): 98.90, ("Reptile", "20-way 1-shot"): 88.14,
     ("ProtoNet", "5-way 1-shot"): 98.8, ("ProtoNet", "5-way 5-shot"): 99.7, ("ProtoNet", "20-way 1-shot"): 96.0,
 }
+
+#: How each paper's published numbers were predicted: MAML's code feeds all queries together (transductive);
+#: Nichol et al. define and report Reptile non-transductively; ProtoNets' code normalises with running
+#: averages at test time (``model.eval()``), so no query influences another either.
+PUBLISHED_PROTOCOL = {"MAML": "transductive", "FOMAML": "transductive", "Reptile": "non-transductive",
+                      "ProtoNet": "non-transductive"}
 
 #: Lake, Salakhutdinov & Tenenbaum (2015): error (%) on the 20 official 20-way one-shot runs.
 ONESHOT_PUBLISHED = {
@@ -550,10 +556,20 @@ def table_cells(rows: Sequence[dict], digits: int = 1) -> tuple[list[str], list[
             r = found[0]
             cell = f"{r['mean']:.{digits}f} ± {r['ci95']:.{digits}f}" + ("†" if r.get("diverged_tasks") else "")
             if r.get("published") is not None:
-                cell += f" [{r['published']:g}]"
+                p = r["published"]
+                cell += f" [{p:.2f}" if round(p, 1) != p else f" [{p:.1f}"
+                cell += "*]" if PUBLISHED_PROTOCOL.get(method) == "non-transductive" else "]"
             cells.append(cell)
         lines.append(cells)
     return head, lines
+
+
+TABLE_NOTES = ("Brackets: the published accuracy (full background set, 64 filters, the papers' budgets). "
+               "* marks a published number predicted non-transductively (Reptile: Nichol et al.; ProtoNets: "
+               "running BatchNorm averages at test time); the others (MAML, FOMAML) fed all queries together, "
+               "as our first three columns do.",
+               "± is the 95% interval over the test episodes of one trained network (training seed 0): it "
+               "does not cover the variation between training seeds.")
 
 
 def table(rows: Sequence[dict], digits: int = 1) -> str:
@@ -564,7 +580,8 @@ def table(rows: Sequence[dict], digits: int = 1) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([TABLE_TITLE, fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(c) for c in lines])
+    return "\n".join([TABLE_TITLE, fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(c) for c in lines]
+                     + list(TABLE_NOTES))
 
 
 def html_table(rows: Sequence[dict], digits: int = 1, caption=None):
@@ -572,7 +589,7 @@ def html_table(rows: Sequence[dict], digits: int = 1, caption=None):
     from .. import viz
 
     head, lines = table_cells(rows, digits)
-    return viz.html_table(head, lines, caption=caption or TABLE_TITLE, align_left=1)
+    return viz.html_table(head, lines, caption=caption or TABLE_TITLE, align_left=1, notes=TABLE_NOTES)
 
 
 def _oneshot_cells(rows: Sequence[dict], digits: int = 1):
