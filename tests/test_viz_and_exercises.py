@@ -133,3 +133,19 @@ def test_every_exercise_has_a_checker_that_rejects_a_missing_answer():
 def test_unknown_exercise():
     with pytest.raises(ml.ConfigError):
         check("99.9", 1)
+
+
+def test_compare_choice_reads_letters_and_explains_each_wrong_option():
+    from metalearn_core.exercises import compare_choice
+
+    options = {"a": "one", "b": "two", "c": "three"}
+    why = {"a": "a is wrong because", "c": "c is wrong because"}
+    for good in ("b", "B", "(b)", "b)", "option b", " answer: b. "):
+        assert compare_choice(good, options, "b", "right", why) == (True, "right"), good
+    assert compare_choice("c", options, "b", "right", why) == (False, "not (c): c is wrong because")
+    ok, msg = compare_choice(2, options, "b", "right", why)
+    assert not ok and "a, b or c" in msg and "not int" in msg
+    ok, msg = compare_choice("bc", options, "b", "right", why)
+    assert not ok and "single letter" in msg
+    ok, msg = compare_choice("d", options, "b", "right", why)
+    assert not ok and "no option (d)" in msg

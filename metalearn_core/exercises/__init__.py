@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import importlib
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Feedback", "check", "exercise", "compare_numbers", "list_exercises"]
+__all__ = ["Feedback", "check", "exercise", "compare_numbers", "compare_choice", "list_exercises"]
 
 _REGISTRY: dict[str, tuple[str, Callable]] = {}
 _CHAPTER_MODULES = ("ch01", "ch02", "ch03", "ch04", "ch05", "ch07")
@@ -129,3 +130,34 @@ def compare_numbers(answer, expected, *, rtol: float = 1e-3, atol: float = 1e-6,
             return False, (f"off by about a factor of {ratio:.2g} in size "
                            f"({'too large' if ratio > 1 else 'too small'}): check constants such as α or 1/n")
     return False, "not quite: the value is in the right range but not correct; recheck each term"
+
+
+_LETTER = re.compile(r"^(?:(?:option|answer)\s*:?)?\s*[(\[]?\s*([a-z])\s*[)\]]?\s*[.:]?$")
+
+
+def _letter(answer: str) -> str | None:
+    """The one letter of an answer such as ``"c"``, ``"C"``, ``"(c)"``, ``"c)"`` or ``"option c"``, else None."""
+    m = _LETTER.match(answer.strip().lower())
+    return m.group(1) if m else None
+
+
+def compare_choice(answer, options: dict[str, str], correct: str, right: str,
+                   why: dict[str, str]) -> tuple[bool, str]:
+    """Check a multiple-choice answer: one letter of ``options`` (``"c"``, ``"(C)"``, ``"option c"``...).
+
+    ``right`` is the message for the ``correct`` letter; ``why[letter]`` explains each wrong option without
+    giving the answer away.
+    """
+    keys = sorted(options)
+    letters = ", ".join(keys[:-1]) + " or " + keys[-1]
+    if not isinstance(answer, str):
+        return False, f"answer with one letter, {letters}, as a string (e.g. \"a\"), not {type(answer).__name__}"
+    letter = _letter(answer)
+    if letter is None:
+        return False, (f"answer with a single letter, {letters}, as a string: \"c\", \"(c)\" and "
+                       f"\"option c\" are all understood")
+    if letter not in options:
+        return False, f"there is no option ({letter}): answer with one of the letters {letters}"
+    if letter == correct:
+        return True, right
+    return False, f"not ({letter}): {why[letter]}"

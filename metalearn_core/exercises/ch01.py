@@ -18,11 +18,10 @@ The expected values are computed here from the exercise's data, never stored as 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
-from . import compare_numbers, exercise
+from . import compare_choice, compare_numbers, exercise
 
 __all__ = ["EX_1_1", "EX_1_2", "EX_1_3_OPTIONS", "EX_1_4", "average_sinusoid", "monte_carlo_standard_error"]
 
@@ -153,27 +152,9 @@ _EX_1_3_WHY_NOT = {
 
 @exercise("1.3", "Which tasks may be used to choose α?")
 def _check_1_3(answer):
-    if not isinstance(answer, str):
-        return False, f"answer with one letter, a, b, c or d, as a string (e.g. \"a\"), not {type(answer).__name__}"
-    letter = _letter(answer)
-    if letter is None:
-        return False, ("answer with a single letter, a, b, c or d, as a string: \"c\", \"(c)\" and "
-                       "\"option c\" are all understood")
-    if letter not in EX_1_3_OPTIONS:
-        return False, f"there is no option ({letter}): answer with one of the letters a, b, c or d"
-    if letter == "c":
-        return True, ("correct: meta-validation tasks play the role a validation set plays in ordinary learning; "
-                      "the meta-test tasks are looked at once, at the end")
-    return False, f"not ({letter}): {_EX_1_3_WHY_NOT[letter]}"
-
-
-_LETTER = re.compile(r"^(?:(?:option|answer)\s*:?)?\s*[(\[]?\s*([a-z])\s*[)\]]?\s*[.:]?$")
-
-
-def _letter(answer: str) -> str | None:
-    """The one letter of an answer such as ``"c"``, ``"C"``, ``"(c)"``, ``"c)"`` or ``"option c"``, else None."""
-    m = _LETTER.match(answer.strip().lower())
-    return m.group(1) if m else None
+    return compare_choice(answer, EX_1_3_OPTIONS, "c", (
+        "correct: meta-validation tasks play the role a validation set plays in ordinary learning; the meta-test "
+        "tasks are looked at once, at the end"), _EX_1_3_WHY_NOT)
 
 
 # ---- 1.4 ---------------------------------------------------------------------------------------------------

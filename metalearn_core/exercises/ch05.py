@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compare_numbers, exercise
-from .ch01 import _letter
+from . import compare_choice, compare_numbers, exercise
 
 __all__ = ["EX_5_1", "EX_5_2_OPTIONS"]
 
@@ -47,17 +46,10 @@ EX_5_2_OPTIONS = {
 
 @exercise("5.2", "When is first-order MAML exact?")
 def _check_5_2(answer):
-    if not isinstance(answer, str) or _letter(answer) is None:
-        return False, "answer with one letter, a, b, c or d, as a string (e.g. \"a\")"
-    letter = _letter(answer)
-    if letter not in EX_5_2_OPTIONS:
-        return False, f"there is no option ({letter}): answer with a, b, c or d"
-    if letter == "d":
-        return True, ("correct: the dropped factor is ∏(I − α∇²L), which is I when α = 0 or when the Hessian "
-                      "is zero")
     why = {
         "a": "true, but not the only case: look at the factor FOMAML drops, ∏(I − α∇²L), and when else it is I",
         "b": "the opposite: the dropped factor ∏(I − α∇²L) is furthest from I with many steps of a large α",
         "c": "true, but not the only case: look at the factor FOMAML drops, ∏(I − α∇²L), and when else it is I",
     }
-    return False, why[letter]
+    return compare_choice(answer, EX_5_2_OPTIONS, "d", (
+        "correct: the dropped factor is ∏(I − α∇²L), which is I when α = 0 or when the Hessian is zero"), why)

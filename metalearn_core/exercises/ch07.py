@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compare_numbers, exercise
-from .ch01 import _letter
+from . import compare_choice, compare_numbers, exercise
 
 __all__ = ["EX_7_1", "EX_7_2_OPTIONS"]
 
@@ -55,21 +54,15 @@ EX_7_2_OPTIONS = {
 
 @exercise("7.2", "What a batch of queries does to batch normalisation")
 def _check_7_2(answer):
-    if not isinstance(answer, str) or _letter(answer) is None:
-        return False, "answer with one letter, a, b, c or d, as a string (e.g. \"a\")"
-    letter = _letter(answer)
-    if letter not in EX_7_2_OPTIONS:
-        return False, f"there is no option ({letter}): answer with a, b, c or d"
-    if letter == "b":
-        return True, ("correct: with batch statistics the mean and variance of every channel come from the whole "
-                      "batch, so the query images normalise one another")
     why = {
         "a": "it does here: Conv4 normalises each channel with the mean and variance of the batch it is given",
         "c": "labels never enter the forward pass; only the images do. What is shared is the images' statistics",
         "d": "with a single image the last block's 1×1 features have zero variance over the batch; the "
              "non-transductive protocol feeds the support set together with one query image instead",
     }
-    return False, why[letter]
+    return compare_choice(answer, EX_7_2_OPTIONS, "b", (
+        "correct: with batch statistics the mean and variance of every channel come from the whole batch, so the "
+        "query images normalise one another"), why)
 
 
 @exercise("7.3", "MAML on the 20 one-shot runs, one test image at a time")
