@@ -334,13 +334,13 @@ def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, capt
             f'white-space:nowrap">'
             f"{html.escape(str(c))}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
 
-    cap = f'<caption style="caption-side:top;text-align:left;font-weight:bold">{html.escape(caption)}</caption>' \
-        if caption else ""
+    # The caption is a block above the table, not a <caption>: a <caption> is as wide as its table, so on a
+    # narrow page a long one would wrap at the table's width and run out of sight inside the scrolled box.
+    cap = f'<div class="ml-caption" style="font-weight:bold">{html.escape(caption)}</div>' if caption else ""
     body = "".join(row(line, "td") for line in lines)
     foot = "".join(f'<div style="font-size:85%;color:#555">{html.escape(n)}</div>' for n in notes)
-    return HTML(f'<div class="ml-table" style="overflow-x:auto"><table style="border-collapse:collapse;'
-                f'margin:.4em 0">{cap}'
-                f"<thead>{row(header, 'th')}</thead><tbody>{body}</tbody></table>{foot}</div>")
+    return HTML(f'<div class="ml-table">{cap}<div style="overflow-x:auto"><table style="border-collapse:collapse;'
+                f'margin:.4em 0"><thead>{row(header, "th")}</thead><tbody>{body}</tbody></table></div>{foot}</div>')
 
 
 def figure_to_data_uri(fig: Figure, dpi: int = 80, colors: int | None = 128) -> str:

@@ -149,3 +149,11 @@ def test_compare_choice_reads_letters_and_explains_each_wrong_option():
     assert not ok and "single letter" in msg
     ok, msg = compare_choice("d", options, "b", "right", why)
     assert not ok and "no option (d)" in msg
+
+
+def test_html_table_caption_sits_above_the_scrolled_box_so_it_wraps_with_the_page():
+    html = viz.html_table(["a", "b"], [[1, 2]], caption="a long caption & more", notes=["a note"]).data
+    assert "<caption" not in html
+    cap, box, table, note = (html.index(s) for s in ("a long caption &amp; more", "overflow-x:auto", "<table",
+                                                     "a note"))
+    assert cap < box < table < note
