@@ -179,6 +179,10 @@ def test_oneshot_rows_score_both_protocols_and_the_pixel_baseline(trained):
     # the row's mean is the mean of the per-run errors, in percent
     assert np.mean(pixels["run_errors"]) == pytest.approx(pixels["mean"], abs=0.01)
     assert "people" in omniglot.oneshot_table(rows) and "38.8" in omniglot.oneshot_table(rows)
+    head, lines = omniglot._oneshot_cells(rows)
+    assert head[1] == "error (%)"                  # the numbers come right after the name, visible on a phone
+    assert lines[0][1].startswith(f"{min(r['mean'] for r in rows):.1f} ±")    # ours, best first
+    assert lines[-1] == ["Hausdorff distance", "38.8", "Lake et al. 2015"]
     fig = viz.plot_oneshot_run(runs[0], scores["ProtoNet", False].predictions[0], items=(0, 1))
     assert len(fig.axes) == 10 * 4
 
