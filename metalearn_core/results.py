@@ -35,7 +35,7 @@ from .budgets import BUDGETS
 from .errors import ConfigError
 
 __all__ = ["REQUIRED_FIELDS", "METRICS", "results_dir", "validate_row", "read_results", "write_results",
-           "select", "table_cells", "format_table"]
+           "select", "table_cells", "format_table", "text_table"]
 
 REQUIRED_FIELDS = {"experiment": str, "algorithm": str, "setting": str, "metric": str, "steps": int,
                    "mean": float, "ci95": float, "n_tasks": int, "budget": str, "seed": int}
@@ -179,7 +179,16 @@ def format_table(rows: Sequence[dict], steps: Sequence[int] = (1, 5, 10), *, dig
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c) + " |" for c in lines]
         return "\n".join(out)
+    return text_table(head, lines, align_left=2)
+
+
+def text_table(head: Sequence[str], lines: Sequence[Sequence[object]], *, align_left: int = 1) -> str:
+    """Aligned plain text of a table, the text twin of :func:`metalearn_core.viz.html_table`: the first
+    ``align_left`` columns left-aligned (labels), the others right-aligned (numbers), a rule under the header."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def fmt(cells):
+        return "  ".join(str(c).ljust(w) if i < align_left else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(c) for c in lines])

@@ -157,3 +157,12 @@ def test_html_table_caption_sits_above_the_scrolled_box_so_it_wraps_with_the_pag
     cap, box, table, note = (html.index(s) for s in ("a long caption &amp; more", "overflow-x:auto", "<table",
                                                      "a note"))
     assert cap < box < table < note
+
+
+def test_text_table_aligns_labels_left_and_numbers_right():
+    from metalearn_core.results import text_table
+
+    out = text_table(["name", "x"], [["a", "1.5"], ["long name", "10.25"]]).splitlines()
+    assert out[0] == "name           x" and out[1] == "-" * 16
+    assert out[2] == "a            1.5" and out[3] == "long name  10.25"
+    assert text_table(["n", "x"], [["a", "1"]], align_left=2).splitlines()[2] == "a  1"

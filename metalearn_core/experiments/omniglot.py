@@ -38,14 +38,14 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95
 from ..models import Conv4, Params
 from ..omniglot import OmniglotTasks, cross_entropy_loss
-from ..results import read_results, results_dir, select, write_results
+from ..results import read_results, results_dir, select, text_table, write_results
 from ..training import History, meta_train
 
 __all__ = ["EXPERIMENT", "SETTINGS", "PUBLISHED", "ONESHOT_PUBLISHED", "RunSpec", "RUNS", "TrainedModel",
            "checkpoint_path", "results_path", "oneshot_path", "train", "load_models", "evaluate_models",
            "oneshot_rows", "predict_episode", "misclassified", "reproduce", "evaluate", "reproduce_oneshot",
-           "evaluate_oneshot", "PUBLISHED_PROTOCOL", "table", "html_table", "oneshot_table", "oneshot_html_table", "shipped_rows",
-           "shipped_oneshot_rows", "TRAIN_QUERIES", "EVAL_QUERIES"]
+           "evaluate_oneshot", "PUBLISHED_PROTOCOL", "table", "html_table", "oneshot_table", "oneshot_html_table",
+           "shipped_rows", "shipped_oneshot_rows", "TRAIN_QUERIES", "EVAL_QUERIES"]
 
 EXPERIMENT = "omniglot"
 ONESHOT = "oneshot"
@@ -577,11 +577,7 @@ def table(rows: Sequence[dict], digits: int = 1) -> str:
     head, lines = table_cells(rows, digits)
     if not lines:
         return "(no rows)"
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([TABLE_TITLE, fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(c) for c in lines]
-                     + list(TABLE_NOTES))
+    return "\n".join([TABLE_TITLE, text_table(head, lines, align_left=1), *TABLE_NOTES])
 
 
 def html_table(rows: Sequence[dict], digits: int = 1, caption=None):
@@ -614,10 +610,7 @@ def _oneshot_cells(rows: Sequence[dict], digits: int = 1):
 def oneshot_table(rows: Sequence[dict]) -> str:
     """Our one-shot errors (mean ± 95% CI over the 20 runs) above Lake et al.'s table."""
     head, lines = _oneshot_cells(rows)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([ONESHOT_TITLE, fmt(head), "-" * (sum(widths) + 4)] + [fmt(c) for c in lines]
-                     + list(ONESHOT_NOTES))
+    return "\n".join([ONESHOT_TITLE, text_table(head, lines, align_left=len(head)), *ONESHOT_NOTES])
 
 
 def oneshot_html_table(rows: Sequence[dict], caption=None):
