@@ -106,9 +106,14 @@ class _Visit:
         self.page.on("response", lambda r: r.status >= 400 and self.failures.append(f"{r.url[:120]} (HTTP {r.status})"))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url, wait_until="load")
-        # Generous: a 1 MB page of precomputed frames once took over 30 s (the default) to go idle on a busy
-        # 2-core machine, and passed in seconds when re-run. What the page loaded is checked by the tests.
-        self.page.wait_for_load_state("networkidle", timeout=90_000)
+        # Let late requests (fonts, MathJax parts) start. Best effort: chapter 2's 1 MB page sometimes never goes
+        # network-idle in headless chromium (2 of 5 CI dry runs, even with 90 s), although nothing fails; every
+        # request it made is still recorded above and checked by the tests (failures, remote hosts, errors).
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        try:
+            self.page.wait_for_load_state("networkidle", timeout=20_000)
+        except PlaywrightTimeout:
+            pass
 
     def remote_requests(self) -> list[str]:
         return [u[:160] for u in self.requests
