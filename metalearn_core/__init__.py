@@ -7,7 +7,8 @@
 >>> curve = ml.adaptation_curve(learner, result.params, family, steps=10)   # doctest: +SKIP
 
 Modules: :mod:`~metalearn_core.tasks` (task families), :mod:`~metalearn_core.models` (functional models),
-:mod:`~metalearn_core.algorithms` (MAML, FOMAML, Reptile, joint training, ProtoNets),
+:mod:`~metalearn_core.algorithms` (MAML, FOMAML, Reptile, joint training, ProtoNets, TAML, Meta-SGD, a learned
+update rule), :mod:`~metalearn_core.inequality` (TAML's inequality measures),
 :mod:`~metalearn_core.training` (the one meta-training loop), :mod:`~metalearn_core.evaluation` (adaptation
 curves, 95% CIs),
 :mod:`~metalearn_core.data` (the Omniglot archives, checksums, preprocessing, one-shot runs),
@@ -21,7 +22,8 @@ and :mod:`~metalearn_core.exercises` (answer checkers).
 
 __version__ = "0.1.0"
 
-from .algorithms import ALGORITHMS, FOMAML, MAML, JointTraining, MetaLearner, ProtoNet, Reptile, make_learner
+from .algorithms import (ALGORITHMS, FOMAML, MAML, JointTraining, LearnedUpdate, MetaLearner, MetaSGD, ProtoNet,
+                         Reptile, TAMLEntropy, TAMLInequality, make_learner)
 from .budgets import BUDGETS, PRESETS, Preset, preset, resolve_budget
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, MetaLearnError,
@@ -29,25 +31,26 @@ from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, M
 from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95, query_score
 from .data import (OmniglotImages, OneShotRun, OneShotScore, find_archive, load_omniglot, load_oneshot_runs,
                    score_oneshot)
-from .models import MLP, Conv4, FunctionalModel, LinearModel
+from .models import MLP, Conv4, FunctionalModel, LinearModel, WithMetaParameters
 from .omniglot import OmniglotTasks
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
 
 # submodules used as ml.viz, ml.results...; ml.experiments and ml.widgets are imported where needed
-from . import costs, demos, exercises, results, viz  # noqa: E402
+from . import costs, demos, exercises, inequality, results, viz  # noqa: E402
 
 __all__ = [
     "__version__",
-    "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ProtoNet", "ALGORITHMS", "make_learner",
+    "MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ProtoNet", "TAMLEntropy", "TAMLInequality",
+    "MetaSGD", "LearnedUpdate", "ALGORITHMS", "make_learner",
     "BUDGETS", "PRESETS", "Preset", "preset", "resolve_budget",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError", "DataError",
     "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95", "query_score",
-    "FunctionalModel", "MLP", "LinearModel", "Conv4",
+    "FunctionalModel", "MLP", "LinearModel", "Conv4", "WithMetaParameters",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
     "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
     "load_oneshot_runs", "score_oneshot",
     "History", "TrainResult", "meta_train", "load_params",
-    "viz", "demos", "exercises", "results", "costs",
+    "viz", "demos", "exercises", "results", "costs", "inequality",
 ]

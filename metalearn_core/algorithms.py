@@ -19,6 +19,10 @@ algorithm          meta-gradient for a batch of B tasks
 :class:`Reptile`   :math:`\frac1B\sum_T (\theta - \tilde\theta_T)`, so that Adam's step moves θ toward θ̃
 :class:`JointTraining`  :math:`\nabla_\theta \frac1B\sum_T L_T(\theta)` on pooled data (pre-training baseline)
 :class:`ProtoNet`  :math:`\nabla_\theta \frac1B\sum_T L^q_T(\theta)` with prototype logits (no inner loop)
+:class:`TAMLEntropy`  MAML's, plus :math:`\lambda\nabla_\theta\frac1B\sum_T(H_T(f_{\theta'_T}) - H_T(f_\theta))`
+:class:`TAMLInequality`  MAML's, plus :math:`\lambda\nabla_\theta I(\{L^q_T(\theta)\}_T)` (an inequality measure)
+:class:`MetaSGD`   MAML's, with respect to θ *and* the per-parameter inner learning rates
+:class:`LearnedUpdate`  MAML's, with respect to θ and the weights of a network proposing the inner step
 =================  ==============================================================================
 
 Predictions for a task's query examples come from :meth:`MetaLearner.predict` (the model at the adapted
@@ -30,17 +34,20 @@ query set (all query examples in one forward pass, or each one alone with the su
 from __future__ import annotations
 
 import abc
+import math
 from typing import Callable, Sequence
 
 import torch
 from torch.func import grad, vmap
 
 from .errors import ConfigError, ShapeMismatchError, check_positive, check_positive_int
-from .models import FunctionalModel, Params
+from .inequality import check_measure, describe_measure, inequality
+from .models import FunctionalModel, Params, WithMetaParameters
 from .omniglot import cross_entropy_loss
 from .tasks import TaskBatch, mse_loss
 
-__all__ = ["MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ProtoNet", "ALGORITHMS", "make_learner"]
+__all__ = ["MetaLearner", "MAML", "FOMAML", "Reptile", "JointTraining", "ProtoNet", "TAMLEntropy", "TAMLInequality",
+           "MetaSGD", "LearnedUpdate", "prediction_entropy", "ALGORITHMS", "make_learner"]
 
 Metrics = dict[str, torch.Tensor]
 
@@ -102,9 +109,10 @@ class MetaLearner(abc.ABC):
         if trainable is None:
             return None
         names = (trainable,) if isinstance(trainable, str) else tuple(trainable)
-        unknown = [n for n in names if n not in params]
+        network = [k for k in self.model.network_names() if k in params]
+        unknown = [n for n in names if n not in network]
         if unknown or not names:
-            raise ConfigError(f"trainable must name some of the model's parameters {list(params)}; "
+            raise ConfigError(f"trainable must name some of the network's parameters {network}; "
                               f"got {list(names)}" + (f" (unknown: {unknown})" if unknown else ""))
         return names
 
@@ -225,18 +233,19 @@ class MAML(MetaLearner):
     first_order = False
 
     def _query_loss(self, params, xs, ys, xq, yq):
-        """L^q_T(θ'_T) for one task, with (its value, the query loss before adaptation) as aux."""
+        """One task's meta-objective L^q_T(θ'_T), with its metrics (query loss after and before adaptation)
+        as aux. Subclasses (TAML) add terms to the objective and entries to the metrics."""
         adapted = self.adapt(params, xs, ys, first_order=self.first_order)
         after = self.task_loss(adapted, xq, yq)
-        return after, (after.detach(), self.task_loss(params, xq, yq).detach())
+        return after, {"loss": after.detach(), "loss_before": self.task_loss(params, xq, yq).detach()}
 
     def _meta_gradient(self, params, batch):
         # Per-task meta-gradients mapped over tasks, then averaged: the gradient of the mean query loss.
         # (Measured faster on CPU than differentiating the vmapped mean; see benchmarks/.)
         per_task = grad(self._query_loss, has_aux=True)
-        grads, (after, before) = self._map_tasks(per_task, params, batch.x_support, batch.y_support,
-                                                 batch.x_query, batch.y_query)
-        return {k: g.mean(0) for k, g in grads.items()}, {"loss": after.mean(), "loss_before": before.mean()}
+        grads, metrics = self._map_tasks(per_task, params, batch.x_support, batch.y_support,
+                                         batch.x_query, batch.y_query)
+        return {k: g.mean(0) for k, g in grads.items()}, {k: v.mean() for k, v in metrics.items()}
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "first_order": self.first_order}
@@ -415,13 +424,273 @@ class ProtoNet(MetaLearner):
         return f"{self.name} ({self.ways}-way, squared Euclidean distance)"
 
 
+# ---- TAML: task-agnostic meta-learning (Jamal & Qi, 2019) ------------------------------------------------------
+
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    r"""Mean entropy :math:`\frac1n\sum_i H(\mathrm{softmax}(z_i))` of the predicted label distributions of
+    logits ``[..., N]`` (in nats; :math:`\ln N` for a uniform guess, 0 for a certain one)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1).mean()
+
+
+def _check_lambda(lam) -> float:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(float(lam)) or lam < 0:
+        raise ConfigError(f"the TAML weight λ (lam) must be a finite number ≥ 0, got {lam!r}: λ = 0 is plain MAML, "
+                          f"e.g. lam=0.1 adds a tenth of the TAML term")
+    return float(lam)
+
+
+class TAMLEntropy(MAML):
+    r"""TAML, entropy-maximisation form (Jamal & Qi, 2019), for classification.
+
+    Each task's meta-objective is MAML's plus λ times the change of the entropy of the predicted label
+    distribution on the task's query inputs:
+
+    .. math:: L^q_T(\theta'_T) + \lambda\big(-H_T(f_\theta) + H_T(f_{\theta'_T})\big).
+
+    Minimising it asks the initial model θ to be *unsure* (high entropy: no bias towards any label
+    before it has seen the task) and the adapted model θ' to be sure. With ``lam=0`` it is exactly
+    :class:`MAML`. Metrics add ``entropy_before`` and ``entropy_after`` (nats).
+    """
+
+    name = "TAML-entropy"
+
+    def __init__(self, model: FunctionalModel, *, alpha: float = 0.01, inner_steps: int = 1, lam: float = 0.1,
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy_loss,
+                 vectorize: bool | None = None):
+        if loss is mse_loss:
+            raise ConfigError("the entropy form of TAML needs a classifier (the entropy of predicted labels): use "
+                              "it with the cross-entropy loss, or use TAMLInequality for regression")
+        super().__init__(model, alpha=alpha, inner_steps=inner_steps, loss=loss, vectorize=vectorize)
+        self.lam = _check_lambda(lam)
+
+    def check_batch(self, batch: TaskBatch, where: str = "the task batch") -> None:
+        super().check_batch(batch, where)
+        if batch.y_support.is_floating_point():
+            raise ConfigError(f"{self.name} needs classification tasks (integer labels), but {where} has "
+                              f"real-valued targets: use TAMLInequality for regression")
+
+    def _query_loss(self, params, xs, ys, xq, yq):
+        adapted = self.adapt(params, xs, ys, first_order=self.first_order)
+        logits_after = self.model(adapted, xq)
+        logits_before = self.model(params, xq)
+        after = self.loss(logits_after, yq)
+        h_before, h_after = prediction_entropy(logits_before), prediction_entropy(logits_after)
+        objective = after + self.lam * (h_after - h_before)
+        return objective, {"loss": after.detach(), "loss_before": self.loss(logits_before, yq).detach(),
+                           "entropy_before": h_before.detach(), "entropy_after": h_after.detach()}
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "lam": self.lam}
+
+    def describe(self) -> str:
+        return f"{super().describe()[:-1]}, λ={self.lam:g})"
+
+
+class TAMLInequality(MAML):
+    r"""TAML, inequality-minimisation form (Jamal & Qi, 2019), for regression and classification.
+
+    The meta-objective of a batch of B tasks is MAML's plus λ times the inequality of the initial model's
+    losses on those tasks:
+
+    .. math:: \frac1B\sum_T L^q_T(\theta'_T) + \lambda\, I\big(\{L^q_T(f_\theta)\}_{T}\big),
+
+    with :math:`I` one of the measures of :mod:`metalearn_core.inequality` (``measure``: ``theil``, ``ge``,
+    ``atkinson``, ``gini``, ``varlog``). The losses :math:`L^q_T(f_\theta)` are on each task's query set,
+    before adaptation (the ``loss_before`` metric every learner reports). Because :math:`I` couples the tasks
+    of a batch, its gradient is taken through the whole batch, not task by task. With ``lam=0`` it is
+    exactly :class:`MAML`. Metrics add ``inequality`` (the measure's value on the batch).
+
+    Args:
+        lam: λ ≥ 0.
+        measure: the inequality measure.
+        ge_alpha: α of GE(α) (any finite number; 0 and 1 are the mean log deviation and Theil).
+        atkinson_epsilon: ε ≥ 0 of the Atkinson index.
+    """
+
+    name = "TAML-inequality"
+
+    def __init__(self, model: FunctionalModel, *, alpha: float = 0.01, inner_steps: int = 1, lam: float = 0.1,
+                 measure: str = "theil", ge_alpha: float = 2.0, atkinson_epsilon: float = 0.5,
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
+                 vectorize: bool | None = None):
+        super().__init__(model, alpha=alpha, inner_steps=inner_steps, loss=loss, vectorize=vectorize)
+        self.lam = _check_lambda(lam)
+        self.measure = check_measure(measure)
+        # validates the measure's parameter now, not at the first meta-step
+        inequality(torch.ones(2), self.measure, ge_alpha=ge_alpha, atkinson_epsilon=atkinson_epsilon)
+        self.ge_alpha, self.atkinson_epsilon = float(ge_alpha), float(atkinson_epsilon)
+
+    def inequality(self, losses: torch.Tensor) -> torch.Tensor:
+        """This learner's inequality measure of a 1-D tensor of task losses."""
+        return inequality(losses, self.measure, ge_alpha=self.ge_alpha, atkinson_epsilon=self.atkinson_epsilon)
+
+    def _meta_gradient(self, params, batch):
+        grads, metrics = super()._meta_gradient(params, batch)
+
+        def term(p):
+            losses = self._map_tasks(self.task_loss, p, batch.x_query, batch.y_query)
+            value = self.inequality(losses)
+            return self.lam * value, value.detach()
+
+        extra, value = grad(term, has_aux=True)(params)
+        metrics["inequality"] = value
+        return {k: g + extra[k] for k, g in grads.items()}, metrics
+
+    def hyperparameters(self) -> dict:
+        h = {**super().hyperparameters(), "lam": self.lam, "measure": self.measure}
+        if self.measure == "ge":
+            h["ge_alpha"] = self.ge_alpha
+        if self.measure == "atkinson":
+            h["atkinson_epsilon"] = self.atkinson_epsilon
+        return h
+
+    def describe(self) -> str:
+        label = describe_measure(self.measure, ge_alpha=self.ge_alpha, atkinson_epsilon=self.atkinson_epsilon)
+        return f"{super().describe()[:-1]}, λ={self.lam:g} × {label})"
+
+
+# ---- learned update rules ------------------------------------------------------------------------------------
+
+class MetaSGD(MAML):
+    r"""Meta-SGD (Li et al., 2017): the inner learning rate is learned, one per network parameter.
+
+    The inner step is :math:`\theta' = \theta - \boldsymbol\alpha\circ\nabla_\theta L^s_T(\theta)`, with
+    :math:`\boldsymbol\alpha` a tensor of the shape of θ, meta-learned with θ by the same outer optimiser
+    (its entries may grow, shrink, or turn negative: the direction of the step is learned too). The rates
+    live in the parameter dict under ``"lr." + name`` (see
+    :class:`~metalearn_core.models.WithMetaParameters`), start at ``alpha`` everywhere, and are not adapted by
+    the inner loop. At initialisation Meta-SGD is therefore exactly :class:`MAML`.
+
+    A test-time ``alpha`` other than the learner's (e.g. ``adapt(..., alpha=0.02)``) scales all learned
+    rates by ``alpha / self.alpha``; use :meth:`rates` to read them.
+    """
+
+    name = "Meta-SGD"
+    PREFIX = "lr."
+
+    def __init__(self, model: FunctionalModel, *, alpha: float = 0.01, inner_steps: int = 1,
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
+                 vectorize: bool | None = None):
+        if not isinstance(model, FunctionalModel):
+            raise TypeError(f"model must be a metalearn_core FunctionalModel (e.g. MLP), got {type(model).__name__}")
+        a0 = check_positive("inner learning rate α (alpha)", alpha, hint="e.g. alpha=0.01")
+        prefix = self.PREFIX
+        shapes = {prefix + k: v for k, v in model.param_shapes().items()}
+
+        def init_rates(params, seed, dtype):
+            return {prefix + k: torch.full_like(v, a0) for k, v in params.items()}
+
+        super().__init__(WithMetaParameters(model, shapes, init_rates, "Meta-SGD learning rates"),
+                         alpha=a0, inner_steps=inner_steps, loss=loss, vectorize=vectorize)
+
+    def rates(self, params: Params) -> Params:
+        """The learned per-parameter learning rates, keyed by the network's parameter names."""
+        return {k[len(self.PREFIX):]: v for k, v in self.model.split(params)[1].items()}
+
+    def inner_step(self, params, x, y, alpha=None, first_order=False, trainable=None):
+        scale = 1.0 if alpha is None else alpha / self.alpha
+        net, meta = self.model.split(params)
+        g = grad(lambda p: self.task_loss({**p, **meta}, x, y))(net)
+        if first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        new = {k: (p - scale * meta[self.PREFIX + k] * g[k]) if trainable is None or k in trainable else p
+               for k, p in net.items()}
+        return {**new, **meta}
+
+    def describe(self) -> str:
+        s = "step" if self.inner_steps == 1 else "steps"
+        return f"{self.name} (learned α per parameter, starting at {self.alpha:g}; {self.inner_steps} inner {s})"
+
+
+class LearnedUpdate(MAML):
+    r"""Gradient descent plus a meta-learned correction direction:
+
+    .. math:: \theta_{t+1} = \theta_t - \alpha\nabla L^s_T(\theta_t) + \gamma\, g_\phi(\theta_t, T).
+
+    (The sources write β for the weight of the correction; this book keeps β for the outer learning rate
+    and calls it γ.) :math:`g_\phi` is a small network applied to every coordinate of every parameter
+    tensor separately, with weights φ shared by all coordinates, so it has 4·``hidden`` + 1 + ``hidden``
+    parameters whatever the size of the model. For coordinate i of tensor W it sees the task's gradient
+    statistics
+
+    * :math:`u_1 = \partial_i L / r_W`, the gradient relative to :math:`r_W`, the root mean square of the
+      gradient over W (the *direction*),
+    * :math:`u_2 = \tfrac14\ln r_W` (how steep the loss is along this tensor: the *scale*),
+    * :math:`u_3 = \theta_i` (where the parameter is),
+
+    and outputs :math:`g_i = r_W\cdot\big(w_2^\top\tanh(W_1 u + b_1) + b_2\big)`, a correction in units of
+    the gradient. The last layer starts at zero, so before meta-training the rule *is* gradient descent
+    and the learner is exactly :class:`MAML`; φ (``"update.*"`` in the parameter dict) is meta-trained
+    with θ, through the whole inner loop (second order, as MAML). A test-time ``alpha`` other than the
+    learner's scales both terms by ``alpha / self.alpha``.
+
+    Args:
+        gamma: weight γ of the correction (default: ``alpha``, so a correction of 1 equals one more
+            gradient step's worth of movement).
+        hidden: width of :math:`g_\phi`'s hidden layer.
+    """
+
+    name = "LearnedUpdate"
+    PREFIX = "update."
+
+    def __init__(self, model: FunctionalModel, *, alpha: float = 0.01, inner_steps: int = 1,
+                 gamma: float | None = None, hidden: int = 16,
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
+                 vectorize: bool | None = None):
+        if not isinstance(model, FunctionalModel):
+            raise TypeError(f"model must be a metalearn_core FunctionalModel (e.g. MLP), got {type(model).__name__}")
+        a0 = check_positive("inner learning rate α (alpha)", alpha, hint="e.g. alpha=0.01")
+        self.gamma = a0 if gamma is None else check_positive("weight γ of the learned direction (gamma)", gamma)
+        self.hidden = check_positive_int("hidden", hidden)
+        h, prefix = self.hidden, self.PREFIX
+        shapes = {prefix + "w1": (h, 3), prefix + "b1": (h,), prefix + "w2": (h,), prefix + "b2": ()}
+
+        def init_update(params, seed, dtype):
+            gen = torch.Generator().manual_seed(10_007 + int(seed))
+            return {prefix + "w1": torch.randn(h, 3, generator=gen, dtype=dtype) / math.sqrt(3.0),
+                    prefix + "b1": torch.zeros(h, dtype=dtype), prefix + "w2": torch.zeros(h, dtype=dtype),
+                    prefix + "b2": torch.zeros((), dtype=dtype)}
+
+        super().__init__(WithMetaParameters(model, shapes, init_update, f"learned update direction ({h} hidden)"),
+                         alpha=a0, inner_steps=inner_steps, loss=loss, vectorize=vectorize)
+
+    def direction(self, update: Params, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """:math:`g_\\phi` for one parameter tensor ``p`` with gradient ``g`` (same shape as both)."""
+        pre = self.PREFIX
+        rms = torch.sqrt((g * g).mean() + 1e-12)
+        u = torch.stack([g / rms, (0.25 * torch.log(rms)).expand_as(g), p], dim=-1)       # [*shape, 3]
+        hidden = torch.tanh(u @ update[pre + "w1"].T + update[pre + "b1"])                  # [*shape, h]
+        return rms * (hidden @ update[pre + "w2"] + update[pre + "b2"])
+
+    def inner_step(self, params, x, y, alpha=None, first_order=False, trainable=None):
+        scale = 1.0 if alpha is None else alpha / self.alpha
+        net, meta = self.model.split(params)
+        g = grad(lambda p: self.task_loss({**p, **meta}, x, y))(net)
+        if first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        new = {k: (p - scale * self.alpha * g[k] + scale * self.gamma * self.direction(meta, g[k], p))
+               if trainable is None or k in trainable else p for k, p in net.items()}
+        return {**new, **meta}
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "gamma": self.gamma, "hidden": self.hidden}
+
+    def describe(self) -> str:
+        s = "step" if self.inner_steps == 1 else "steps"
+        return (f"{self.name} (α={self.alpha:g} + γ={self.gamma:g} × learned direction, {self.inner_steps} inner {s})")
+
+
 ALGORITHMS: dict[str, type[MetaLearner]] = {
     "maml": MAML, "fomaml": FOMAML, "reptile": Reptile, "joint": JointTraining, "protonet": ProtoNet,
+    "tamlentropy": TAMLEntropy, "tamlinequality": TAMLInequality, "metasgd": MetaSGD,
+    "learnedupdate": LearnedUpdate,
 }
 
 
 def make_learner(name: str, model: FunctionalModel, **kwargs) -> MetaLearner:
-    """Build an algorithm by name (``maml``, ``fomaml``, ``reptile``, ``joint``, ``protonet``; case-insensitive)."""
+    """Build an algorithm by name (``maml``, ``fomaml``, ``reptile``, ``joint``, ``protonet``, ``taml-entropy``,
+    ``taml-inequality``, ``meta-sgd``, ``learned-update``; case-insensitive, dashes optional)."""
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {name!r}: choose one of {', '.join(ALGORITHMS)}")

@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from .errors import ConfigError, ShapeMismatchError, check_positive_int
 
-__all__ = ["FunctionalModel", "MLP", "LinearModel", "Conv4", "Params"]
+__all__ = ["FunctionalModel", "MLP", "LinearModel", "Conv4", "WithMetaParameters", "Params"]
 
 Params = dict[str, torch.Tensor]
 
@@ -82,6 +82,10 @@ class FunctionalModel(abc.ABC):
 
     def num_params(self) -> int:
         return sum(v.numel() for v in self.module.parameters())
+
+    def network_names(self) -> tuple[str, ...]:
+        """Names of the network's own parameters: the ones an inner loop adapts (see :class:`WithMetaParameters`)."""
+        return tuple(self.param_shapes())
 
     def check_params(self, params: Params, where: str = "params") -> None:
         """Raise :class:`ShapeMismatchError` unless ``params`` has exactly this model's names and shapes."""
@@ -433,3 +437,75 @@ class _Conv4Module(nn.Module):
         if embed_only or self.head is None:
             return z
         return self.head(z)
+
+
+class WithMetaParameters(FunctionalModel):
+    """A network plus meta-parameters that are learned in the outer loop but are not part of the network.
+
+    Meta-SGD's per-parameter inner learning rates and the learned update rule's small network are such
+    meta-parameters: they travel in the same parameter dict as the network's weights (so the one training
+    loop, checkpoints and evaluation treat them like any other parameter), under names with a prefix
+    (``"lr.0.weight"``, ``"update.w1"``). The forward pass uses only the network's entries;
+    :meth:`split` separates the two.
+
+    Args:
+        base: the network, any :class:`FunctionalModel`.
+        extra: the meta-parameters' names and shapes.
+        init_extra: ``init_extra(network_params, seed, dtype) -> dict`` gives their initial values.
+        tag: what the meta-parameters are (part of :meth:`spec`, so a checkpoint of plain MAML does not load
+            into Meta-SGD and vice versa).
+    """
+
+    def __init__(self, base: FunctionalModel, extra: dict[str, tuple[int, ...]], init_extra, tag: str):
+        if not isinstance(base, FunctionalModel):
+            raise TypeError(f"base must be a metalearn_core FunctionalModel, got {type(base).__name__}")
+        clash = sorted(set(extra) & set(base.param_shapes()))
+        if clash:
+            raise ConfigError(f"meta-parameter names {clash} clash with the network's parameter names")
+        self.base = base
+        self.extra_shapes = {k: tuple(v) for k, v in extra.items()}
+        self._init_extra = init_extra
+        self.tag = str(tag)
+        self.module = base.module
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.vmap_on_cpu = base.vmap_on_cpu
+
+    def init(self, seed: int = 0, dtype: torch.dtype = torch.float32) -> Params:
+        params = self.base.init(seed, dtype)
+        extra = self._init_extra(params, seed, dtype)
+        return {**params, **{k: extra[k].to(dtype) for k in self.extra_shapes}}
+
+    def split(self, params: Params) -> tuple[Params, Params]:
+        """``(network parameters, meta-parameters)`` of a full parameter dict."""
+        return ({k: v for k, v in params.items() if k not in self.extra_shapes},
+                {k: v for k, v in params.items() if k in self.extra_shapes})
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.base(self.split(params)[0], x)
+
+    __call__ = forward
+
+    def embed(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.base.embed(self.split(params)[0], x)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {**self.base.param_shapes(), **self.extra_shapes}
+
+    def network_names(self) -> tuple[str, ...]:
+        return self.base.network_names()
+
+    def num_params(self) -> int:
+        return sum(int(torch.Size(s).numel()) for s in self.param_shapes().values())
+
+    def check_input(self, x, y=None, where: str = "task data") -> None:
+        self.base.check_input(x, y, where)
+
+    def _fix_hint(self, in_features=None, out_features=None) -> str:
+        return self.base._fix_hint(in_features, out_features)
+
+    def spec(self) -> dict:
+        return {"class": "WithMetaParameters", "tag": self.tag, "base": self.base.spec(),
+                "extra": {k: list(v) for k, v in self.extra_shapes.items()}}
+
+    def __repr__(self) -> str:
+        return f"{self.base!r} + {self.tag}"
