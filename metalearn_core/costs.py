@@ -114,16 +114,18 @@ def _measure(learners, family, meta_batch, shots, queries, rounds, calls, seed, 
         raise ValueError("measure_step_costs needs at least one learner")
     rounds = check_positive_int("rounds", rounds)
     batch = family.sample(check_positive_int("meta_batch", meta_batch), shots=shots, queries=queries, seed=seed)
-    params = learners[0].model.init(seed) if params is None else params
+    # each learner's own initial parameters (learners with meta-parameters, e.g. Meta-SGD, have more of them;
+    # the network's entries are the same for every learner of the same model and seed)
+    inits = [learner.model.init(seed) if params is None else params for learner in learners]
     peaks = []
-    for learner in learners:
-        learner.meta_gradient(params, batch)              # warm-up: torch.func builds its machinery once
+    for learner, p in zip(learners, inits):
+        learner.meta_gradient(p, batch)                   # warm-up: torch.func builds its machinery once
         with PeakMemory() as mem:
-            learner.meta_gradient(params, batch)
+            learner.meta_gradient(p, batch)
         peaks.append(mem.peak_bytes)
     times: list[list[float]] = [[] for _ in learners]
     for _ in range(rounds):
-        for i, learner in enumerate(learners):
-            times[i].append(time_per_call(lambda: learner.meta_gradient(params, batch), calls))
+        for i, (learner, p) in enumerate(zip(learners, inits)):
+            times[i].append(time_per_call(lambda: learner.meta_gradient(p, batch), calls))
     return [StepCost(getattr(l, "label", None) or l.describe(), statistics.median(t), p)
             for l, t, p in zip(learners, times, peaks)]

@@ -70,7 +70,11 @@ class AdaptationCurve:
         transductive: whether the query examples of a task were predicted together (see
             :meth:`~metalearn_core.algorithms.MetaLearner.predict`).
         diverged: test tasks left out because adaptation diverged on them (see ``exclude_diverged``);
-            ``n_tasks`` counts the tasks kept.
+            ``n_tasks`` counts the tasks kept. With ``exclude_diverged="by step"``: the tasks that had diverged
+            by the last step.
+        kept: only with ``exclude_diverged="by step"``: ``[n_tasks, k+1]`` booleans, whether a task is in the
+            statistics of each step (it has not diverged at or before that step); ``n_tasks`` then counts
+            every task tested, and ``losses`` holds every task's raw curve.
     """
 
     steps: np.ndarray
@@ -83,10 +87,18 @@ class AdaptationCurve:
     alpha: float = 0.0
     diverged: int = 0
     transductive: bool = True
+    kept: np.ndarray | None = None
 
     @property
     def n_tasks(self) -> int:
         return self.losses.shape[0]
+
+    def tasks_at(self, step: int) -> tuple[int, int]:
+        """(tasks in the statistics of ``step``, tasks left out of them because they had diverged)."""
+        if self.kept is None:
+            return self.n_tasks, self.diverged
+        n = int(self.kept[:, step].sum())
+        return n, self.n_tasks - n
 
     def at(self, step: int) -> tuple[float, float]:
         """(mean, ci95) after ``step`` inner steps."""
@@ -177,7 +189,8 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                      shots: int | None = None, queries: int | None = None, n_tasks: int | None = None,
                      budget: str | None = None, experiment: str | None = None, seed: int = 0,
                      alpha: float | None = None, label: str | None = None, chunk: int | None = None,
-                     trainable=None, exclude_diverged: bool = False, transductive: bool = True) -> AdaptationCurve:
+                     trainable=None, exclude_diverged: bool | str = False,
+                     transductive: bool = True) -> AdaptationCurve:
     """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query score.
 
     The score is chosen by :func:`query_score`: the query loss (MSE) for regression families, the query
@@ -198,7 +211,10 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             episodes, whose convolutions need far more memory); only memory and speed depend on it.
         exclude_diverged: instead of raising when adaptation diverges on some test tasks (loss NaN/inf, or
             10⁴ times its value before adaptation), leave those tasks out of every step's statistics and
-            count them in ``curve.diverged``; results tables report that count next to the mean.
+            count them in ``curve.diverged``; results tables report that count next to the mean. With
+            ``"by step"``, a task is left out only of the steps at and after the one where it diverged
+            (``curve.kept``, ``curve.tasks_at(step)``): a learner whose few first steps are sound on every task
+            but whose later ones diverge on some keeps all tasks in its early steps.
         transductive: predict each task's query examples together (default) or each one alone with the
             support set (see :meth:`~metalearn_core.algorithms.MetaLearner.predict`); only networks with
             batch statistics (:class:`~metalearn_core.models.Conv4`) give different numbers.
@@ -208,6 +224,8 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     Raises:
         DivergenceError: some task's loss became NaN/inf — α is too large for these tasks.
     """
+    if isinstance(exclude_diverged, str) and exclude_diverged != "by step":
+        raise ConfigError(f"exclude_diverged must be True, False or 'by step', got {exclude_diverged!r}")
     n_tasks = n_tasks if n_tasks is not None else preset(experiment or family.name, budget).eval_tasks
     n_tasks = check_positive_int("n_tasks", n_tasks)
     generator = make_generator(TEST_SEED_OFFSET + seed)
@@ -228,6 +246,19 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     # the recorded values: the losses themselves for regression, accuracies for classification
     values = losses if score is None else torch.cat(score_chunks).double().cpu().numpy()
     diverged = 0
+    if exclude_diverged == "by step":
+        kept = ~np.stack([diverged_tasks(losses[:, :s + 1]) for s in range(steps + 1)], axis=1)
+        if kept.sum(0).min() < 2:
+            raise DivergenceError(
+                f"adaptation diverged on {n_tasks - int(kept.sum(0).min())} of {n_tasks} test tasks with "
+                f"α={alpha:g} within {steps} steps, leaving too few for a confidence interval; use a smaller α or "
+                f"fewer steps (meta-training used α={learner.alpha:g})")
+        stats = [mean_ci95(values[kept[:, s], s]) for s in range(steps + 1)]
+        return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
+                               ci95=np.array([c for _, c in stats]), losses=values,
+                               label=label if label is not None else learner.name, metric=family.metric,
+                               shots=shots if shots is not None else family.default_shots, alpha=alpha,
+                               diverged=int((~kept[:, -1]).sum()), transductive=bool(transductive), kept=kept)
     if exclude_diverged:
         # diverged tasks are dropped whole (every step), so the curve is over one set of tasks
         bad = diverged_tasks(losses)

@@ -147,3 +147,26 @@ def test_adaptation_curve_default_task_count_comes_from_the_budget():
     learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
     curve = ml.adaptation_curve(learner, learner.model.init(), ml.QuadraticTasks(), steps=1, budget="quick")
     assert curve.n_tasks == ml.preset("quadratic", "quick").eval_tasks
+
+
+def test_exclude_diverged_by_step_keeps_each_task_until_it_diverges():
+    family = ml.SinusoidTasks()
+    learner = ml.MAML(ml.MLP((1, 40, 40, 1)), alpha=0.01)
+    params = learner.model.init(0)
+    # a large test-time α: adaptation diverges on some tasks after a few steps, not at once
+    curve = ml.adaptation_curve(learner, params, family, steps=8, shots=10, n_tasks=60, alpha=0.3,
+                                exclude_diverged="by step")
+    kept = curve.kept
+    assert kept.shape == (60, 9) and kept[:, 0].all()
+    assert (kept[:, 1:] <= kept[:, :-1]).all()                     # once left out, left out for good
+    assert curve.diverged == int((~kept[:, -1]).sum()) > 0
+    for s in range(9):
+        n, left_out = curve.tasks_at(s)
+        assert n + left_out == 60
+        mean, ci = ml.mean_ci95(curve.losses[kept[:, s], s])
+        assert curve.mean[s] == pytest.approx(mean) and curve.ci95[s] == pytest.approx(ci)
+    whole = ml.adaptation_curve(learner, params, family, steps=8, shots=10, n_tasks=60, alpha=0.3,
+                                exclude_diverged=True)
+    assert whole.diverged == curve.diverged and whole.tasks_at(0) == (60 - curve.diverged, curve.diverged)
+    with pytest.raises(ml.ConfigError, match="by step"):
+        ml.adaptation_curve(learner, params, family, steps=2, n_tasks=5, exclude_diverged="sometimes")
