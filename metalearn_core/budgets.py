@@ -101,6 +101,26 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "cpu": Preset(iterations=3_000, meta_batch=4, outer_lr=1e-3, eval_tasks=600, log_every=50, width=32),
         "full": Preset(iterations=20_000, meta_batch=8, outer_lr=1e-3, eval_tasks=1000, log_every=200, width=64),
     },
+    # Chapter 6 (TAML, Meta-SGD, the learned update) compares methods on the same budget and seed. The whole
+    # `cpu` reproduction (4 sinusoid runs, 4 Omniglot runs, the 16-point λ × measure grid, evaluation) fits in
+    # about 20 minutes on two cores, so each run is short: sinusoids 5,000 iterations (Finn et al.: 70,000),
+    # Omniglot 500 iterations of 4 five-way episodes with 16 filters (a second-order 5-way step took 0.18 s for
+    # MAML, 0.25 s for TAML). `full` is the papers' scale, for a GPU.
+    "taml_sinusoid": {
+        "quick": Preset(iterations=100, meta_batch=10, outer_lr=1e-3, eval_tasks=50, log_every=10),
+        "cpu": Preset(iterations=5_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=50),
+        "full": Preset(iterations=70_000, meta_batch=25, outer_lr=1e-3, eval_tasks=2000, log_every=100),
+    },
+    "taml_omniglot": {
+        "quick": Preset(iterations=10, meta_batch=2, outer_lr=1e-3, eval_tasks=20, log_every=5, width=8),
+        "cpu": Preset(iterations=500, meta_batch=4, outer_lr=1e-3, eval_tasks=600, log_every=25, width=16),
+        "full": Preset(iterations=60_000, meta_batch=32, outer_lr=1e-3, eval_tasks=1000, log_every=200, width=64),
+    },
+    "taml_explorer": {
+        "quick": Preset(iterations=20, meta_batch=5, outer_lr=1e-3, eval_tasks=20, log_every=5),
+        "cpu": Preset(iterations=1_000, meta_batch=25, outer_lr=1e-3, eval_tasks=200, log_every=50),
+        "full": Preset(iterations=5_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=100),
+    },
     # The quadratic toy (linear regression with exact targets): cheap at every budget.
     "quadratic": {
         "quick": Preset(iterations=200, meta_batch=10, outer_lr=2e-2, eval_tasks=100, log_every=5),

@@ -99,7 +99,9 @@ def plot_adaptation_curves(curves, ax=None, *, title: str | None = None, logy: b
     floor = min((float(np.min(c.mean)) for c in curves), default=1.0) / 3 if logy else -np.inf
     for i, c in enumerate(curves):
         col = _color(c.label, i)
-        ax.plot(c.steps, c.mean, "o-", ms=3, color=col, label=f"{c.label} ({c.n_tasks} tasks)")
+        left_out = c.tasks_at(len(c.mean) - 1)[1] if hasattr(c, "tasks_at") else 0
+        note = f", {left_out} diverged by step {len(c.mean) - 1}" if (left_out and c.kept is not None) else ""
+        ax.plot(c.steps, c.mean, "o-", ms=3, color=col, label=f"{c.label} ({c.n_tasks} tasks{note})")
         ax.fill_between(c.steps, np.maximum(c.mean - c.ci95, floor), c.mean + c.ci95, color=col, alpha=0.2, lw=0)
     for j, (label, pts) in enumerate((reference or {}).items()):
         ks = sorted(pts)
@@ -485,3 +487,51 @@ def live_explorer(render: Callable[..., Figure], grid: Mapping[str, Sequence], *
     box.buttons = button_widgets
     redraw()
     return box
+
+
+def plot_learned_rates(rates: Mapping[str, "torch.Tensor"], initial: float, ax=None, *, title: str | None = None,
+                       max_tensors: int = 20):
+    """Meta-SGD's learned inner learning rates, one box per parameter tensor (in network order), with the
+    initial value as a dashed line. ``rates`` maps a parameter name to its tensor of rates
+    (:meth:`~metalearn_core.algorithms.MetaSGD.rates`)."""
+    fig = None
+    if ax is None:
+        fig, ax = new_figure(width=max(4.5, 0.55 * min(len(rates), max_tensors) + 2), height=3.4)
+    names = list(rates)[:max_tensors]
+    data = [rates[n].detach().double().reshape(-1).numpy() for n in names]
+    ax.boxplot(data, showfliers=True, flierprops=dict(ms=2, alpha=0.4), medianprops=dict(color="C4"))
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=7)
+    ax.axhline(initial, ls="--", color="0.4", lw=1, label=f"initial α = {initial:g}")
+    if min(float(d.min()) for d in data) < 0.25 * initial:
+        ax.axhline(0, color="0.6", lw=0.8)          # some rates near or below zero: show where the sign flips
+    ax.set_ylabel("learned inner learning rate")
+    ax.set_title(title or "Meta-SGD: learned α per parameter tensor", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    return fig if fig is not None else ax.figure
+
+
+def plot_update_rule(learner, params, ax=None, *, scales=(1e-3, 1e-1, 10.0), title: str | None = None):
+    r"""What a :class:`~metalearn_core.algorithms.LearnedUpdate` network learned: the whole step per unit of
+    gradient scale, :math:`(-\alpha\,\partial L + \gamma g_\phi)/r_W`, against the normalised gradient
+    :math:`\partial L / r_W`, for parameters at 0 and for several gradient scales :math:`r_W`. Plain gradient
+    descent is the straight line of slope −α."""
+    import torch
+
+    fig = None
+    if ax is None:
+        fig, ax = new_figure(width=5.0, height=3.6)
+    _, meta = learner.model.split(params)
+    u = torch.linspace(-3, 3, 121, dtype=next(iter(meta.values())).dtype)
+    u = u / torch.sqrt((u * u).mean())                  # normalised gradients of a tensor (rms 1): −1.7..1.7
+    for i, r in enumerate(scales):
+        g = u * r                                        # a gradient tensor whose rms is exactly r
+        with torch.no_grad():
+            step = -learner.alpha * g + learner.gamma * learner.direction(meta, g, torch.zeros_like(g))
+        ax.plot((g / r).numpy(), (step / r).numpy(), color=f"C{i}", label=f"gradient scale r = {r:g}")
+    ax.plot(u.numpy(), (-learner.alpha * u).numpy(), "k--", lw=1, label=f"gradient descent (slope −α = {-learner.alpha:g})")
+    ax.set(xlabel="normalised gradient ∂L / r", ylabel="step / r")
+    ax.set_title(title or "The learned update rule", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig if fig is not None else ax.figure

@@ -1,4 +1,4 @@
-r"""The book's two sinusoid widgets, each live (ipywidgets) and static (precomputed sliders).
+r"""The book's sinusoid widgets, each live (ipywidgets) and static (precomputed sliders).
 
 * :class:`AdaptationExplorer` — test-time adaptation of trained initialisations: sliders for the test-time
   step size α, the number of inner steps and the number of support points K, and a button for a new task.
@@ -9,7 +9,11 @@ r"""The book's two sinusoid widgets, each live (ipywidgets) and static (precompu
   On the static website the same figure comes from a precomputed grid of runs
   (:func:`metalearn_core.experiments.sinusoid.compute_explorer`).
 
-Both draw with one render function for the live and the static version, and show a message instead of a
+* :class:`TAMLExplorer` — chapter 6: TAML's weight λ and its inequality measure, over a precomputed grid of
+  runs (:func:`metalearn_core.experiments.taml.compute_explorer`); adaptation curves against MAML (λ = 0) and
+  how unequal the test tasks' losses are.
+
+All draw with one render function for the live and the static version, and show a message instead of a
 plot when a setting diverges.
 """
 
@@ -27,7 +31,7 @@ from .errors import ConfigError, DivergenceError
 from .evaluation import TEST_SEED_OFFSET, adaptation_curve, adaptation_losses, diverged_tasks
 from .tasks import SinusoidTasks
 
-__all__ = ["AdaptationExplorer", "MetaTrainingExplorer"]
+__all__ = ["AdaptationExplorer", "MetaTrainingExplorer", "TAMLExplorer"]
 
 # the "new task" stream of the adaptation explorer: test tasks, separate from training and from the tables
 _TASK_STREAM = TEST_SEED_OFFSET + 77
@@ -319,3 +323,83 @@ class MetaTrainingExplorer:
         button.on_click(train)
         box.controls, box.button, box.train, box.progress, box.status = ctrl, button, train, bar, status
         return box
+
+
+class TAMLExplorer:
+    """TAML-inequality on sinusoids for every inequality measure and λ: adaptation curves and task losses.
+
+    Args:
+        grid: the precomputed document of :func:`metalearn_core.experiments.taml.load_explorer`.
+
+    :meth:`static` gives sliders that work without a kernel, :meth:`live` the ipywidgets version; both show
+    :meth:`render`. Every point was trained with the same seed, budget and task stream as its λ = 0
+    reference (MAML), so the two curves differ only by the TAML term.
+    """
+
+    LABELS = {"measure": "inequality measure", "lam": "λ"}
+    YLIM = (0.05, 20.0)
+
+    def __init__(self, grid: dict):
+        if not isinstance(grid, dict) or "index" not in grid:
+            raise ConfigError("TAMLExplorer needs the grid of metalearn_core.experiments.taml.load_explorer()")
+        self.grid = grid
+
+    def entry(self, measure: str, lam: float) -> dict:
+        try:
+            return self.grid["index"][measure, lam]
+        except KeyError:
+            raise ConfigError(f"({measure}, λ={lam}) is not in the precomputed grid {self.grid['grid']}") from None
+
+    def render(self, measure: str = "theil", lam: float = 0.3):
+        """Left: 5-shot adaptation curves of MAML (λ = 0) and TAML with this measure and λ. Right: every test
+        task's query MSE before adaptation and after 10 steps, sorted (a flatter line is a more equal one),
+        with this measure's value on them."""
+        from .inequality import inequality
+
+        entry, base = self.entry(measure, lam), self.entry(measure, 0.0)
+        if entry.get("error"):
+            return viz.message_figure(entry["error"], title="Meta-training diverges with this setting")
+        fig, (ax1, ax2) = viz.new_figure(ncols=2, width=4.6, height=3.5)
+        runs = [("MAML (λ = 0)", base, "0.45")] + ([] if lam == 0 else [(f"TAML, {entry['label']}, λ = {lam:g}",
+                                                                          entry, "C4")])
+        for label, e, col in runs:
+            mean, ci = np.array(e["curve"]["mean"]), np.array(e["curve"]["ci95"])
+            steps = np.arange(len(mean))
+            ax1.plot(steps, mean, "o-", ms=3, color=col, label=label)
+            ax1.fill_between(steps, np.maximum(mean - ci, self.YLIM[0]), mean + ci, color=col, alpha=0.2, lw=0)
+        viz.log_y(ax1)
+        ax1.set_ylim(*self.YLIM)
+        ax1.set(xlabel="inner steps at test time (α = 0.01)", ylabel="5-shot query MSE, mean ± 95% CI")
+        ax1.set_title(f"Adaptation ({entry['n_tasks']} test tasks)", fontsize=10)
+        ax1.grid(alpha=0.3)
+        ax1.legend(fontsize=7, loc="lower left")
+        text = []
+        for label, e, col in runs:
+            for step, style in (("0", "--"), ("10", "-")):
+                losses = np.sort(np.array(e["task_losses"][step]))
+                share = np.arange(1, len(losses) + 1) / len(losses)
+                ax2.plot(share, losses, style, color=col, lw=1.4,
+                         label=f"{label.split(',')[0]}, {'before' if step == '0' else 'after 10 steps'}")
+            value = float(inequality(torch.tensor(e["task_losses"]["0"], dtype=torch.float64), measure))
+            text.append(f"{label.split(',')[0]}: {entry['label']} at θ = {value:.3f}")
+        viz.log_y(ax2)
+        ax2.set_ylim(1e-3, 30)
+        ax2.set(xlabel="test tasks, sorted by their loss (fraction)", ylabel="query MSE of each task")
+        ax2.set_title("How unequal are the tasks' losses?", fontsize=10)
+        ax2.text(0.03, 0.97, "\n".join(text), transform=ax2.transAxes, va="top", fontsize=7,
+                 bbox=dict(fc="white", ec="0.8"))
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=6.5, loc="lower right")
+        return fig
+
+    def static(self, dpi: int = 72):
+        """Precomputed sliders over the whole grid (no kernel needed)."""
+        g = self.grid["grid"]
+        return viz.static_explorer(self.render, g, labels=self.LABELS, initial={"measure": "theil", "lam": 0.3},
+                                   title=f"TAML's inequality term on sinusoids ({self.grid['iterations']} iterations "
+                                         f"per run, seed {self.grid['seed']})", dpi=dpi)
+
+    def live(self):
+        """ipywidgets sliders over the same grid (instant: every point is precomputed)."""
+        return viz.live_explorer(self.render, self.grid["grid"], labels=self.LABELS,
+                                 initial={"measure": "theil", "lam": 0.3})

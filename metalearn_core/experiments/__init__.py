@@ -10,11 +10,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import ConfigError
-from . import omniglot, oneshot, sinusoid
+from . import omniglot, oneshot, sinusoid, taml
 
-__all__ = ["EXPERIMENTS", "get_experiment", "sinusoid", "omniglot", "oneshot"]
+__all__ = ["EXPERIMENTS", "get_experiment", "sinusoid", "omniglot", "oneshot", "taml"]
 
-EXPERIMENTS: dict[str, ModuleType] = {"sinusoid": sinusoid, "omniglot": omniglot, "oneshot": oneshot}
+EXPERIMENTS: dict[str, ModuleType] = {"sinusoid": sinusoid, "omniglot": omniglot, "oneshot": oneshot, "taml": taml}
 
 
 def get_experiment(name: str) -> ModuleType:
