@@ -102,7 +102,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "full": Preset(iterations=20_000, meta_batch=8, outer_lr=1e-3, eval_tasks=1000, log_every=200, width=64),
     },
     # Chapter 6 (TAML, Meta-SGD, the learned update) compares methods on the same budget and seed. The whole
-    # `cpu` reproduction (4 sinusoid runs, 4 Omniglot runs, the 16-point λ × measure grid, evaluation) fits in
+    # `cpu` reproduction (4 sinusoid runs, 4 Omniglot runs, the 11 runs of the λ × measure grid, evaluation) fits in
     # about 20 minutes on two cores, so each run is short: sinusoids 5,000 iterations (Finn et al.: 70,000),
     # Omniglot 500 iterations of 4 five-way episodes with 16 filters (a second-order 5-way step took 0.18 s for
     # MAML, 0.25 s for TAML). `full` is the papers' scale, for a GPU.

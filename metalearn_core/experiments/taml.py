@@ -312,7 +312,7 @@ def _add_paired_differences(rows: list[dict], curves: dict) -> None:
 # ---- the λ × inequality-measure explorer ------------------------------------------------------------------------
 
 #: Short sinusoid runs of TAML-inequality: every measure at several λ, plus λ = 0 (plain MAML).
-EXPLORER_GRID = {"measure": tuple(MEASURES), "lam": (0.0, 0.03, 0.3, 3.0)}
+EXPLORER_GRID = {"measure": tuple(MEASURES), "lam": (0.0, 0.3, 3.0)}
 EXPLORER_EXPERIMENT = "taml_explorer"
 EXPLORER_SHOTS = 5
 #: each explorer point keeps every test task's loss after these numbers of steps (for the widget's right panel)
