@@ -359,7 +359,7 @@ class TAMLExplorer:
         entry, base = self.entry(measure, lam), self.entry(measure, 0.0)
         if entry.get("error"):
             return viz.message_figure(entry["error"], title="Meta-training diverges with this setting")
-        fig, (ax1, ax2) = viz.new_figure(ncols=2, width=4.6, height=3.5)
+        fig, (ax1, ax2) = viz.new_figure(nrows=2, width=6.0, height=3.3)
         runs = [("MAML (λ = 0)", base, "0.45")] + ([] if lam == 0 else [(f"TAML, {entry['label']}, λ = {lam:g}",
                                                                           entry, "C4")])
         for label, e, col in runs:
