@@ -552,7 +552,28 @@ class TAMLInequality(MAML):
 
 # ---- learned update rules ------------------------------------------------------------------------------------
 
-class MetaSGD(MAML):
+class _LearnedRule(MAML):
+    """MAML whose inner step is a learned rule: the rule's meta-parameters travel in the params dict next to the
+    network's (a :class:`~metalearn_core.models.WithMetaParameters` model) and are not adapted by the inner
+    loop. Subclasses say how one parameter tensor moves, in :meth:`_step`."""
+
+    def inner_step(self, params, x, y, alpha=None, first_order=False, trainable=None):
+        scale = 1.0 if alpha is None else alpha / self.alpha
+        net, meta = self.model.split(params)
+        g = grad(lambda p: self.task_loss({**p, **meta}, x, y))(net)
+        if first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        new = {k: self._step(meta, k, p, g[k], scale) if trainable is None or k in trainable else p
+               for k, p in net.items()}
+        return {**new, **meta}
+
+    @abc.abstractmethod
+    def _step(self, meta: Params, name: str, p: torch.Tensor, g: torch.Tensor, scale: float) -> torch.Tensor:
+        """The new value of network parameter ``name`` (value ``p``, gradient ``g``); ``scale`` is the test-time
+        α over the learner's α (1 unless ``adapt`` is given another α)."""
+
+
+class MetaSGD(_LearnedRule):
     r"""Meta-SGD (Li et al., 2017): the inner learning rate is learned, one per network parameter.
 
     The inner step is :math:`\theta' = \theta - \boldsymbol\alpha\circ\nabla_\theta L^s_T(\theta)`, with
@@ -588,22 +609,15 @@ class MetaSGD(MAML):
         """The learned per-parameter learning rates, keyed by the network's parameter names."""
         return {k[len(self.PREFIX):]: v for k, v in self.model.split(params)[1].items()}
 
-    def inner_step(self, params, x, y, alpha=None, first_order=False, trainable=None):
-        scale = 1.0 if alpha is None else alpha / self.alpha
-        net, meta = self.model.split(params)
-        g = grad(lambda p: self.task_loss({**p, **meta}, x, y))(net)
-        if first_order:
-            g = {k: v.detach() for k, v in g.items()}
-        new = {k: (p - scale * meta[self.PREFIX + k] * g[k]) if trainable is None or k in trainable else p
-               for k, p in net.items()}
-        return {**new, **meta}
+    def _step(self, meta, name, p, g, scale):
+        return p - scale * meta[self.PREFIX + name] * g
 
     def describe(self) -> str:
         s = "step" if self.inner_steps == 1 else "steps"
         return f"{self.name} (learned α per parameter, starting at {self.alpha:g}; {self.inner_steps} inner {s})"
 
 
-class LearnedUpdate(MAML):
+class LearnedUpdate(_LearnedRule):
     r"""Gradient descent plus a meta-learned correction direction:
 
     .. math:: \theta_{t+1} = \theta_t - \alpha\nabla L^s_T(\theta_t) + \gamma\, g_\phi(\theta_t, T).
@@ -663,15 +677,8 @@ class LearnedUpdate(MAML):
         hidden = torch.tanh(u @ update[pre + "w1"].T + update[pre + "b1"])                  # [*shape, h]
         return rms * (hidden @ update[pre + "w2"] + update[pre + "b2"])
 
-    def inner_step(self, params, x, y, alpha=None, first_order=False, trainable=None):
-        scale = 1.0 if alpha is None else alpha / self.alpha
-        net, meta = self.model.split(params)
-        g = grad(lambda p: self.task_loss({**p, **meta}, x, y))(net)
-        if first_order:
-            g = {k: v.detach() for k, v in g.items()}
-        new = {k: (p - scale * self.alpha * g[k] + scale * self.gamma * self.direction(meta, g[k], p))
-               if trainable is None or k in trainable else p for k, p in net.items()}
-        return {**new, **meta}
+    def _step(self, meta, name, p, g, scale):
+        return p - scale * self.alpha * g + scale * self.gamma * self.direction(meta, g, p)
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "gamma": self.gamma, "hidden": self.hidden}
