@@ -24,7 +24,7 @@ section. :func:`oneshot_rows` scores the 20-way models on the 20 official one-sh
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -36,10 +36,11 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data import OmniglotImages, load_omniglot, load_oneshot_runs, score_oneshot
 from ..errors import CheckpointError, ConfigError
 from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95
-from ..models import Conv4, Params
+from ..models import Conv4
 from ..omniglot import OmniglotTasks, cross_entropy_loss
 from ..results import read_results, results_dir, select, text_table, write_results
 from ..training import History, meta_train
+from .runs import SpecModel, checkpoint_file, select_runs
 
 __all__ = ["EXPERIMENT", "SETTINGS", "PUBLISHED", "ONESHOT_PUBLISHED", "RunSpec", "RUNS", "TrainedModel",
            "checkpoint_path", "results_path", "oneshot_path", "train", "load_models", "evaluate_models",
@@ -163,17 +164,8 @@ METHODS = ("MAML", "FOMAML", "Reptile", "ProtoNet")
 
 def _specs(names: Iterable[str] | None) -> list[RunSpec]:
     """Runs by name (``"MAML 5-way"``, slug ``maml-5-way``) or by method (``"MAML"``: both of its networks)."""
-    if names is None:
-        return list(RUNS)
-    out = []
-    for name in ([names] if isinstance(names, str) else names):
-        key = str(name).strip().lower()
-        found = [s for s in RUNS if key in (s.name.lower(), s.slug, s.method.lower())]
-        if not found:
-            raise ConfigError(f"unknown Omniglot run {name!r}: the runs are {', '.join(s.name for s in RUNS)} "
-                              f"(or a method: {', '.join(METHODS)})")
-        out += [s for s in found if s not in out]
-    return out
+    return select_runs(RUNS, names, lambda s: (s.name.lower(), s.slug, s.method.lower()), what="Omniglot run",
+                       listing=f"{', '.join(s.name for s in RUNS)} (or a method: {', '.join(METHODS)})")
 
 
 def results_path(root=None) -> Path:
@@ -194,36 +186,20 @@ def _spec(name: str) -> RunSpec:
 
 def checkpoint_path(name: str, budget: str = "cpu", seed: int = 0, root=None) -> Path:
     """``results/checkpoints/omniglot/<run>-<budget>-seed<seed>.pt`` (``name`` e.g. ``"MAML 5-way"``)."""
-    spec = _spec(name)
-    return results_dir(root) / "checkpoints" / EXPERIMENT / f"{spec.slug}-{resolve_budget(budget)}-seed{seed}.pt"
+    return checkpoint_file(EXPERIMENT, _spec(name).slug, budget, seed, root)
 
 
-@dataclass
-class TrainedModel:
-    """A trained network: its run, learner, parameters, training record and validation curve.
+class TrainedModel(SpecModel):
+    """A trained network: its run (``spec``, a :class:`RunSpec`), learner, parameters, training record and
+    validation curve.
 
     ``validation`` holds ``{"iterations": [...], "accuracy": [...], "ci95": [...]}`` (percent), the accuracy on
     episodes of the validation alphabet measured during training, after the run's test-time steps.
     """
 
-    spec: RunSpec
-    learner: MetaLearner
-    params: Params
-    history: History
-    metadata: dict = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
     @property
     def validation(self) -> dict:
         return self.metadata.get("validation", {"iterations": [], "accuracy": [], "ci95": []})
-
-    @property
-    def ms_per_step(self) -> float:
-        return self.history.ms_per_step
 
     def learner_for(self, ways: int) -> MetaLearner:
         """The learner that classifies ``ways``-way episodes with this network."""

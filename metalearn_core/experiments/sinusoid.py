@@ -32,6 +32,7 @@ from ..models import MLP, Params
 from ..results import read_results, results_dir, select, write_results
 from ..tasks import SinusoidTasks
 from ..training import History, meta_train
+from .runs import checkpoint_file
 
 __all__ = ["EXPERIMENT", "ARCHITECTURE", "SETTINGS", "PUBLISHED", "RunSpec", "RUNS", "TrainedModel",
            "checkpoint_path", "train", "load_models", "evaluate_models", "reproduce", "evaluate",
@@ -96,7 +97,7 @@ def explorer_path(root=None) -> Path:
 
 def checkpoint_path(name: str, budget: str = "cpu", seed: int = 0, root=None) -> Path:
     """``results/checkpoints/sinusoid/<run>-<budget>-seed<seed>.pt``."""
-    return results_dir(root) / "checkpoints" / EXPERIMENT / f"{_spec(name).slug}-{resolve_budget(budget)}-seed{seed}.pt"
+    return checkpoint_file(EXPERIMENT, _spec(name).slug, budget, seed, root)
 
 
 @dataclass

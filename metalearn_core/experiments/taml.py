@@ -25,11 +25,10 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from ..algorithms import MetaLearner, make_learner
@@ -38,11 +37,12 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..evaluation import AdaptationCurve, adaptation_curve
 from ..inequality import MEASURES, describe_measure
-from ..models import MLP, Conv4, Params
+from ..models import MLP, Conv4
 from ..omniglot import OmniglotTasks, cross_entropy_loss
 from ..results import read_results, results_dir, select, table_cells, text_table, write_results
 from ..tasks import SinusoidTasks, mse_loss
 from ..training import History, meta_train
+from .runs import SpecModel, checkpoint_file, select_runs
 
 __all__ = ["EXPERIMENT", "RunSpec", "SINUSOID_RUNS", "OMNIGLOT_RUNS", "RUNS", "SINUSOID_SETTINGS",
            "OMNIGLOT_SETTING", "PUBLISHED", "TrainedModel", "checkpoint_path", "results_path", "explorer_path",
@@ -128,17 +128,9 @@ RUNS = SINUSOID_RUNS + OMNIGLOT_RUNS
 
 def _specs(names: Iterable[str] | None) -> list[RunSpec]:
     """Runs by slug (``sinusoid-maml``), by ``(domain, name)`` or by domain (``"omniglot"``: all of its runs)."""
-    if names is None:
-        return list(RUNS)
-    out = []
-    for name in ([names] if isinstance(names, str) else names):
-        key = str(name).strip().lower()
-        found = [s for s in RUNS if key in (s.slug, s.domain, f"{s.domain} {s.name.lower()}")]
-        if not found:
-            raise ConfigError(f"unknown TAML-chapter run {name!r}: the runs are {', '.join(s.slug for s in RUNS)} "
-                              f"(or a domain: sinusoid, omniglot)")
-        out += [s for s in found if s not in out]
-    return out
+    return select_runs(RUNS, names, lambda s: (s.slug, s.domain, f"{s.domain} {s.name.lower()}"),
+                       what="TAML-chapter run",
+                       listing=f"{', '.join(s.slug for s in RUNS)} (or a domain: sinusoid, omniglot)")
 
 
 def results_path(root=None) -> Path:
@@ -151,28 +143,12 @@ def explorer_path(root=None) -> Path:
 
 def checkpoint_path(slug: str, budget: str = "cpu", seed: int = 0, root=None) -> Path:
     """``results/checkpoints/taml/<run slug>-<budget>-seed<seed>.pt``."""
-    spec = _specs([slug])[0]
-    return results_dir(root) / "checkpoints" / EXPERIMENT / f"{spec.slug}-{resolve_budget(budget)}-seed{seed}.pt"
+    return checkpoint_file(EXPERIMENT, _specs([slug])[0].slug, budget, seed, root)
 
 
-@dataclass
-class TrainedModel:
-    """A trained network of this experiment: its spec, learner, parameters and training record."""
-
-    spec: RunSpec
-    learner: MetaLearner
-    params: Params
-    history: History
-    metadata: dict = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def ms_per_step(self) -> float:
-        return self.history.ms_per_step
+class TrainedModel(SpecModel):
+    """A trained network of this experiment: its spec (a :class:`RunSpec`), learner, parameters and training
+    record."""
 
     def __repr__(self) -> str:
         where = f", from {self.path.name}" if self.path else ""
