@@ -245,6 +245,15 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     losses = torch.cat(chunks).double().cpu().numpy()
     # the recorded values: the losses themselves for regression, accuracies for classification
     values = losses if score is None else torch.cat(score_chunks).double().cpu().numpy()
+    def finish(values, diverged, kept=None):
+        """The curve: mean ± CI at each step over every task, or over the tasks ``kept`` at that step."""
+        stats = [mean_ci95(values[:, s] if kept is None else values[kept[:, s], s]) for s in range(steps + 1)]
+        return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
+                               ci95=np.array([c for _, c in stats]), losses=values,
+                               label=label if label is not None else learner.name, metric=family.metric,
+                               shots=shots if shots is not None else family.default_shots, alpha=alpha,
+                               diverged=diverged, transductive=bool(transductive), kept=kept)
+
     diverged = 0
     if exclude_diverged == "by step":
         kept = ~np.stack([diverged_tasks(losses[:, :s + 1]) for s in range(steps + 1)], axis=1)
@@ -253,12 +262,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                 f"adaptation diverged on {n_tasks - int(kept.sum(0).min())} of {n_tasks} test tasks with "
                 f"α={alpha:g} within {steps} steps, leaving too few for a confidence interval; use a smaller α or "
                 f"fewer steps (meta-training used α={learner.alpha:g})")
-        stats = [mean_ci95(values[kept[:, s], s]) for s in range(steps + 1)]
-        return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
-                               ci95=np.array([c for _, c in stats]), losses=values,
-                               label=label if label is not None else learner.name, metric=family.metric,
-                               shots=shots if shots is not None else family.default_shots, alpha=alpha,
-                               diverged=int((~kept[:, -1]).sum()), transductive=bool(transductive), kept=kept)
+        return finish(values, int((~kept[:, -1]).sum()), kept)
     if exclude_diverged:
         # diverged tasks are dropped whole (every step), so the curve is over one set of tasks
         bad = diverged_tasks(losses)
@@ -285,9 +289,4 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} before "
             f"adaptation to {means[worst]:.3g} after {worst} inner step(s); use a smaller α (meta-training "
             f"used α={learner.alpha:g})")
-    stats = [mean_ci95(values[:, s]) for s in range(steps + 1)]
-    return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
-                           ci95=np.array([c for _, c in stats]), losses=values,
-                           label=label if label is not None else learner.name, metric=family.metric,
-                           shots=shots if shots is not None else family.default_shots, alpha=alpha,
-                           diverged=diverged, transductive=bool(transductive))
+    return finish(values, diverged)

@@ -35,7 +35,7 @@ from ..algorithms import MetaLearner, make_learner
 from ..budgets import preset, resolve_budget
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DivergenceError
-from ..evaluation import AdaptationCurve, adaptation_curve
+from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95
 from ..inequality import MEASURES, describe_measure
 from ..models import MLP, Conv4
 from ..omniglot import OmniglotTasks, cross_entropy_loss
@@ -268,8 +268,6 @@ def _add_paired_differences(rows: list[dict], curves: dict) -> None:
     ``vs_maml_ci95``, over ``paired_tasks`` tasks; percentage points for accuracy). Every method is tested on
     identical tasks, so the per-task difference has a much narrower interval than two separate intervals
     suggest. Tasks that diverged by that step in either run are not paired."""
-    from ..evaluation import mean_ci95
-
     for r in rows:
         base = curves.get((r["setting"], f"{r['domain']}-maml"))
         curve = curves.get((r["setting"], r["run"]))
