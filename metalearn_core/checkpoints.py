@@ -32,6 +32,7 @@ class Checkpoint:
     model_spec: dict
     metadata: dict = field(default_factory=dict)
     package_version: str = ""
+    buffers: dict = field(default_factory=dict)
 
 
 def _plain(value):
@@ -40,8 +41,12 @@ def _plain(value):
 
 
 def save_checkpoint(path: str | os.PathLike, params: Params, *, model: FunctionalModel,
-                    metadata: dict | None = None) -> Path:
-    """Write ``params`` of ``model`` with ``metadata`` (JSON-able: algorithm, budget, seed...) to ``path``."""
+                    metadata: dict | None = None, buffers: dict | None = None) -> Path:
+    """Write ``params`` of ``model`` with ``metadata`` (JSON-able: algorithm, budget, seed...) to ``path``.
+
+    ``buffers``: tensors that are not trained by gradients but belong to the network (a
+    :class:`~metalearn_core.models.ResNet`'s BatchNorm statistics), checked against the model when loaded.
+    """
     from . import __version__
 
     model.check_params(params, "the parameters to save")
@@ -54,6 +59,7 @@ def save_checkpoint(path: str | os.PathLike, params: Params, *, model: Functiona
         "model": _plain(model.spec()),
         "params": {k: v.detach().cpu().clone() for k, v in params.items()},
         "metadata": _plain(metadata or {}),
+        "buffers": {k: v.detach().cpu().clone() for k, v in (buffers or {}).items()},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -81,12 +87,14 @@ def load_checkpoint(path: str | os.PathLike, model: FunctionalModel | None = Non
         raise CheckpointError(f"{path} has checkpoint format version {version}, this metalearn_core "
                               f"reads version {FORMAT_VERSION}: re-create it with this version of the package")
     ckpt = Checkpoint(params=payload["params"], model_spec=payload["model"], metadata=payload.get("metadata", {}),
-                      package_version=payload.get("package_version", ""))
+                      package_version=payload.get("package_version", ""), buffers=payload.get("buffers", {}))
     if model is not None:
         if ckpt.model_spec != model.spec():
             raise CheckpointError(f"{path} was saved for {_describe(ckpt.model_spec)}, not for {model!r}: "
                                   "build the model the checkpoint was trained with, or retrain")
         model.check_params(ckpt.params, f"the parameters in {path}")
+        if ckpt.buffers and hasattr(model, "check_stats"):
+            model.check_stats(ckpt.buffers, f"the BatchNorm statistics in {path}")
     return ckpt
 
 

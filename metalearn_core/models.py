@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from .errors import ConfigError, ShapeMismatchError, check_positive_int
 
-__all__ = ["FunctionalModel", "MLP", "LinearModel", "Conv4", "WithMetaParameters", "Params"]
+__all__ = ["FunctionalModel", "MLP", "LinearModel", "Conv4", "ResNet", "WithMetaParameters", "Params", "Stats"]
 
 Params = dict[str, torch.Tensor]
 
@@ -509,3 +509,334 @@ class WithMetaParameters(FunctionalModel):
 
     def __repr__(self) -> str:
         return f"{self.base!r} + {self.tag}"
+
+
+# ---- ResNet -------------------------------------------------------------------------------------------------
+
+#: BatchNorm statistics of a :class:`ResNet`: ``"<norm>.running_mean"`` / ``"<norm>.running_var"`` -> tensor.
+Stats = dict[str, torch.Tensor]
+
+
+class ResNet(FunctionalModel):
+    r"""A residual network (He et al., 2016) of basic blocks, for transfer learning (chapter 8).
+
+    Layout (torchvision's names, so that ``torchvision.models.resnet18``'s weights load with
+    :meth:`from_torchvision`):
+
+    * a *stem*: ``conv1``, ``bn1``, ReLU and a max-pooling that halves the image: a 3×3 convolution of stride 1
+      and 2×2 pooling for small images such as Omniglot's 28×28 (``stem="small"``: 28 → 14 → 14, 7, 4, 2 pixels
+      in the four stages), or ResNet-18's 7×7 convolution of stride 2 and 3×3 pooling (``stem="imagenet"``);
+    * four *stages* ``layer1..layer4`` of ``blocks[i]`` basic blocks with ``width``, 2·width, 4·width and 8·width
+      channels; the first block of stages 2–4 halves the image (stride 2). A basic block computes
+      :math:`\mathrm{relu}(\mathrm{bn}_2(\mathrm{conv}_2(\mathrm{relu}(\mathrm{bn}_1(\mathrm{conv}_1 x)))) + s(x))`,
+      with :math:`s` the identity, or a 1×1 convolution and BatchNorm (``downsample``) where the shape changes;
+    * global average pooling to an ``8·width`` *embedding* (:meth:`embed`) and a linear head ``fc`` to
+      ``classes`` logits (``classes=None``: no head, the output is the embedding).
+
+    ``blocks=(2, 2, 2, 2)``, ``width=64`` and ``stem="imagenet"`` is ResNet-18.
+
+    **Two kinds of state.** ``params`` (:meth:`init`) are the trainable tensors. *BatchNorm statistics*
+    (``stats``, :meth:`init_stats`: a running mean and variance per channel of every ``bn``) are not trained by
+    gradients; they are estimated from data (:func:`metalearn_core.finetune.estimate_stats`). The forward pass
+    takes them as an argument:
+
+    * ``model(params, x)`` (``stats=None``) normalises every channel with the statistics of the batch ``x``
+      itself, like :class:`Conv4` and like ``model.train()`` in PyTorch (without updating any running average);
+    * ``model(params, x, stats)`` normalises with the given fixed statistics, like ``model.eval()``: each example's
+      output then depends on that example only.
+
+    The same architecture is an ordinary ``nn.Module`` too: :meth:`as_module` returns one with the parameters and
+    statistics loaded (train mode updates its running statistics, eval mode uses them, as PyTorch's BatchNorm
+    does), and :meth:`from_module` reads them back.
+
+    Args:
+        in_channels: channels of the input images (1 for Omniglot and digits, 3 for colour images).
+        classes: logits of the head (the number of classes it is trained on), or ``None`` for an embedding network.
+        width: channels of the first stage (64 in ResNet-18; fewer for CPU budgets).
+        blocks: basic blocks in each of the four stages.
+        image_size: side of the square input images.
+        stem: ``"small"`` (3×3 convolution, stride 1) or ``"imagenet"`` (7×7, stride 2, and max-pooling).
+
+    >>> net = ResNet(classes=10, width=8, blocks=(1, 1, 1, 1))
+    >>> params, stats = net.init(seed=0), net.init_stats()
+    >>> net(params, torch.zeros(4, 1, 28, 28), stats).shape
+    torch.Size([4, 10])
+    """
+
+    vmap_on_cpu = False
+    stages = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+    def __init__(self, in_channels: int = 1, classes: int | None = None, width: int = 16,
+                 blocks: Sequence[int] = (1, 1, 1, 1), image_size: int = 28, stem: str = "small"):
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.classes = None if classes is None else check_positive_int(
+            "classes (the head's number of logits)", classes, minimum=2,
+            hint="a classifier needs two classes; use classes=None for an embedding network")
+        self.width = check_positive_int("width (channels of the first stage)", width)
+        blocks = tuple(blocks) if isinstance(blocks, (list, tuple)) else blocks
+        if not isinstance(blocks, tuple) or len(blocks) != 4:
+            raise ConfigError(f"blocks must give the number of basic blocks of each of the 4 stages, e.g. (1, 1, 1, 1) "
+                              f"or ResNet-18's (2, 2, 2, 2); got {blocks!r}")
+        self.blocks = tuple(check_positive_int(f"blocks[{i}]", b) for i, b in enumerate(blocks))
+        self.image_size = check_positive_int("image_size", image_size)
+        if stem not in ("small", "imagenet"):
+            raise ConfigError(f"unknown stem {stem!r}: choose 'small' (3x3 convolution and 2x2 max-pooling, for images "
+                              f"such as 28x28 Omniglot) or 'imagenet' (ResNet-18's 7x7 stride-2 convolution and "
+                              f"max-pooling)")
+        self.stem = stem
+        smallest = 16 if stem == "small" else 32
+        if self.image_size < smallest:
+            raise ConfigError(f"image_size={image_size} is too small for a ResNet with stem={stem!r}: it halves the "
+                              f"image {4 if stem == 'small' else 5} times; use images of at least {smallest}x{smallest}")
+        self.embedding_size = 8 * self.width
+        self.in_features = (self.in_channels, self.image_size, self.image_size)
+        self.out_features = self.classes
+        self.module = _ResNetModule(self.in_channels, self.width, self.blocks, self.classes, stem)
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def norm_names(self) -> tuple[str, ...]:
+        """Names of the BatchNorm layers, e.g. ``"bn1"``, ``"layer1.0.bn2"``, ``"layer2.0.downsample.1"``."""
+        return tuple(n for n, m in self.module.named_modules() if isinstance(m, _Norm))
+
+    def init_stats(self, dtype: torch.dtype = torch.float32) -> Stats:
+        """BatchNorm statistics of an untrained network: mean 0 and variance 1 for every channel."""
+        out = {}
+        for name, m in self.module.named_modules():
+            if isinstance(m, _Norm):
+                out[f"{name}.running_mean"] = torch.zeros(m.num_features, dtype=dtype)
+                out[f"{name}.running_var"] = torch.ones(m.num_features, dtype=dtype)
+        return out
+
+    def check_stats(self, stats: Stats, where: str = "stats") -> None:
+        """Raise :class:`ShapeMismatchError` unless ``stats`` are this network's BatchNorm statistics."""
+        expected = {k: tuple(v.shape) for k, v in self.init_stats().items()}
+        got = {k: tuple(v.shape) for k, v in stats.items()}
+        if got != expected:
+            missing = sorted(set(expected) - set(got))[:3]
+            wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])[:3]
+            raise ShapeMismatchError(
+                f"{where} are not the BatchNorm statistics of {self!r}"
+                + (f": missing {missing}" if missing else "") + (f"; wrong shapes for {wrong}" if wrong else "")
+                + ": estimate them for this network with metalearn_core.finetune.estimate_stats")
+
+    def stage_of(self, name: str) -> str:
+        """The stage a parameter belongs to: ``"stem"``, ``"layer1"``..``"layer4"`` or ``"head"``."""
+        first = name.split(".")[0]
+        if first in ("conv1", "bn1"):
+            return "stem"
+        if first == "fc":
+            return "head"
+        return first
+
+    # -- forward --------------------------------------------------------------------------------------------
+    def _call(self, params: Params, x: torch.Tensor, stats: Stats | None, embed_only: bool, start: int = 0,
+              stop: int = 5) -> torch.Tensor:
+        if start == 0:
+            self._check_images(x)
+        if start == 5:                  # x is the embedding: only the head is left (skips functional_call's cost)
+            return x if (embed_only or self.classes is None) else F.linear(x, params["fc.weight"], params["fc.bias"])
+        kwargs = {"embed_only": embed_only, "mode": "batch" if stats is None else "fixed", "start": start,
+                  "stop": stop}
+        state = params if stats is None else {**params, **stats}
+        return functional_call(self.module, state, (x,), kwargs, strict=False)
+
+    def forward(self, params: Params, x: torch.Tensor, stats: Stats | None = None, *, start: int = 0) -> torch.Tensor:
+        """Logits ``[n, classes]`` (the embedding if ``classes=None``) for images ``x`` ``[n, C, H, W]``.
+
+        ``stats=None``: BatchNorm with the statistics of this batch; otherwise with the fixed ``stats``.
+        ``start=k`` takes ``x`` to be the output of the first k stages (:meth:`features`) and runs the rest.
+        """
+        return self._call(params, x, stats, False, start)
+
+    __call__ = forward
+
+    def embed(self, params: Params, x: torch.Tensor, stats: Stats | None = None, *, start: int = 0) -> torch.Tensor:
+        """The pooled features before the head, ``[n, 8·width]``."""
+        return self._call(params, x, stats, True, start)
+
+    def features(self, params: Params, x: torch.Tensor, stats: Stats | None = None, *, stages: int) -> torch.Tensor:
+        """The feature maps after the first ``stages`` stages (0: the images themselves; 1: the stem; 5: all of
+        them, pooled: the embedding).
+
+        ``forward(params, features(params, x, stats, stages=k), stats, start=k)`` equals ``forward(params, x,
+        stats)`` for fixed ``stats``: fine-tuning with the first k stages frozen computes their output once.
+        """
+        if not isinstance(stages, int) or not 0 <= stages <= 5:
+            raise ConfigError(f"stages must be 0..5 (stem, layer1..layer4), got {stages!r}")
+        if stages == 0:
+            return x
+        return self._call(params, x, stats, True, 0, stages)
+
+    def batch_moments(self, params: Params, x: torch.Tensor, stats: Stats | None = None) -> Stats:
+        """Mean and (unbiased) variance of every BatchNorm layer's input channels for the batch ``x``.
+
+        With ``stats=None`` the network runs on batch statistics (each layer sees inputs normalised by the
+        batch's own moments, which is what a BatchNorm in train mode would record); otherwise the inputs of
+        later layers are computed with the given ``stats``.
+        """
+        record: Stats = {}
+        hooks = []
+        for name, m in self.module.named_modules():
+            if isinstance(m, _Norm):
+                def hook(mod, args, name=name):
+                    z = args[0].detach()
+                    record[f"{name}.running_mean"] = z.mean(dim=(0, 2, 3))
+                    record[f"{name}.running_var"] = z.var(dim=(0, 2, 3), unbiased=True)
+                hooks.append(m.register_forward_pre_hook(hook))
+        try:
+            with torch.no_grad():
+                self.forward(params, x, stats)
+        finally:
+            for h in hooks:
+                h.remove()
+        return record
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_features:
+            raise ShapeMismatchError(
+                f"{self!r} takes a batch of images [n, {', '.join(map(str, self.in_features))}], got a tensor of "
+                f"shape {list(x.shape)}" + (f": {self._fix_hint(in_features=tuple(x.shape[1:]))}" if x.dim() == 4
+                                            else ""))
+
+    def _fix_hint(self, in_features=None, out_features=None) -> str:
+        args = []
+        if in_features is not None:
+            sizes = _sizes(in_features)
+            if len(sizes) == 3 and sizes[1] == sizes[2]:
+                args += [f"in_channels={sizes[0]}", f"image_size={sizes[1]}"]
+            else:
+                return f"ResNet takes square images [channels, size, size], not {_shape(sizes)}; reshape the inputs"
+        if out_features is not None:
+            args.append(f"classes={out_features}")
+        return f"build ResNet({', '.join(args)})"
+
+    # -- as an ordinary module ------------------------------------------------------------------------------
+    def as_module(self, params: Params, stats: Stats | None = None) -> nn.Module:
+        """A standalone ``nn.Module`` copy of this network with ``params`` and ``stats`` loaded.
+
+        It behaves like any PyTorch network: ``.train()`` normalises with batch statistics and updates the
+        running ones (momentum 0.1), ``.eval()`` uses the running statistics.
+        """
+        import copy
+
+        self.check_params(params)
+        stats = self.init_stats() if stats is None else stats
+        self.check_stats(stats)
+        module = copy.deepcopy(self.module)
+        missing, unexpected = module.load_state_dict({**params, **stats}, strict=False)
+        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+        return module
+
+    def from_module(self, module: nn.Module) -> tuple[Params, Stats]:
+        """``(params, stats)`` read from a module built by :meth:`as_module` (or with the same layout)."""
+        state = module.state_dict()
+        names = set(self.param_shapes())
+        params = {k: state[k].detach().clone() for k in self.param_shapes() if k in state}
+        stats = {k: state[k].detach().clone() for k in self.init_stats() if k in state}
+        self.check_params(params, "the module's parameters")
+        self.check_stats(stats, "the module's BatchNorm statistics")
+        assert names == set(params)
+        return params, stats
+
+    def from_torchvision(self, state_dict: dict) -> tuple[Params, Stats]:
+        """``(params, stats)`` from a torchvision ResNet ``state_dict`` of the same layout (e.g.
+        ``torchvision.models.resnet18(weights=...).state_dict()`` into
+        ``ResNet(3, 1000, 64, (2, 2, 2, 2), 224, stem="imagenet")``)."""
+        keys = set(self.param_shapes()) | set(self.init_stats())
+        theirs = {k for k in state_dict if not k.endswith("num_batches_tracked")}
+        if theirs != keys:
+            missing, extra = sorted(keys - theirs)[:3], sorted(theirs - keys)[:3]
+            raise ShapeMismatchError(f"the state dict does not have the layout of {self!r} (missing {missing}, "
+                                     f"unexpected {extra}): build the ResNet with the same blocks, width and stem")
+        params = {k: state_dict[k].detach().clone().float() for k in self.param_shapes()}
+        stats = {k: state_dict[k].detach().clone().float() for k in self.init_stats()}
+        self.check_params(params, "the torchvision parameters")
+        self.check_stats(stats, "the torchvision BatchNorm statistics")
+        return params, stats
+
+    def with_head(self, classes: int | None) -> "ResNet":
+        """The same body with a head of ``classes`` logits (``None``: no head)."""
+        return ResNet(self.in_channels, classes, self.width, self.blocks, self.image_size, self.stem)
+
+    def spec(self) -> dict:
+        return {"class": "ResNet", "in_channels": self.in_channels, "classes": self.classes, "width": self.width,
+                "blocks": list(self.blocks), "image_size": self.image_size, "stem": self.stem}
+
+    def __repr__(self) -> str:
+        stem = "" if self.stem == "small" else ", stem='imagenet'"
+        return (f"ResNet(in_channels={self.in_channels}, classes={self.classes}, width={self.width}, "
+                f"blocks={self.blocks}, image_size={self.image_size}{stem})")
+
+
+class _Norm(nn.BatchNorm2d):
+    """BatchNorm whose source of statistics the functional forward chooses (``mode``):
+
+    ``"batch"``: the batch's own, nothing updated; ``"fixed"``: the running buffers (given by functional_call);
+    ``None`` (an ordinary module): PyTorch's train/eval behaviour.
+    """
+
+    mode: str | None = None
+
+    def forward(self, x):
+        if self.mode == "batch":
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        if self.mode == "fixed":
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = _Norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = _Norm(c_out)
+        self.downsample = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), _Norm(c_out))
+                           if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _ResNetModule(nn.Module):
+    def __init__(self, c_in: int, width: int, blocks: tuple[int, ...], classes: int | None, stem: str):
+        super().__init__()
+        self.imagenet_stem = stem == "imagenet"
+        if self.imagenet_stem:
+            self.conv1 = nn.Conv2d(c_in, width, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(c_in, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = _Norm(width)
+        c = width
+        for i, n in enumerate(blocks):
+            out = width * 2 ** i
+            layer = nn.Sequential(*[_BasicBlock(c if j == 0 else out, out, 2 if (i > 0 and j == 0) else 1)
+                                    for j in range(n)])
+            setattr(self, f"layer{i + 1}", layer)
+            c = out
+        self.fc = nn.Linear(c, classes) if classes is not None else None
+
+    def forward(self, x, embed_only: bool = False, mode: str | None = None, start: int = 0, stop: int = 5):
+        """Stages ``start..stop-1`` (0 the stem, 1-4 layer1-4); with ``stop=5`` then pooling and the head."""
+        norms = [m for m in self.modules() if isinstance(m, _Norm)]
+        for m in norms:
+            m.mode = mode
+        try:
+            for i in range(start, min(stop, 5)):
+                if i == 0:
+                    x = F.relu(self.bn1(self.conv1(x)))
+                    x = F.max_pool2d(x, 3, stride=2, padding=1) if self.imagenet_stem else F.max_pool2d(x, 2)
+                else:
+                    x = getattr(self, f"layer{i}")(x)
+        finally:
+            for m in norms:
+                m.mode = None
+        if stop < 5:
+            return x
+        z = x if start == 5 else x.mean(dim=(2, 3))       # start=5: x is already the pooled embedding
+        if embed_only or self.fc is None:
+            return z
+        return self.fc(z)
