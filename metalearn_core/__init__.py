@@ -13,6 +13,8 @@ update rule), :mod:`~metalearn_core.inequality` (TAML's inequality measures),
 curves, 95% CIs),
 :mod:`~metalearn_core.data` (the Omniglot archives, checksums, preprocessing, one-shot runs),
 :mod:`~metalearn_core.omniglot` (N-way K-shot Omniglot episodes),
+:mod:`~metalearn_core.finetune` (fine-tuning a pre-trained ResNet: linear probe, frozen stages, per-stage learning
+rates, BatchNorm modes, early stopping), :mod:`~metalearn_core.transfer` (source and cross-domain data),
 :mod:`~metalearn_core.checkpoints`, :mod:`~metalearn_core.budgets`, :mod:`~metalearn_core.viz` (plots,
 widgets and static sliders), :mod:`~metalearn_core.widgets` (the chapter-4 explorers),
 :mod:`~metalearn_core.results` (result rows), :mod:`~metalearn_core.experiments` (what
@@ -31,13 +33,13 @@ from .errors import (CheckpointError, ConfigError, DataError, DivergenceError, M
 from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, mean_ci95, query_score
 from .data import (OmniglotImages, OneShotRun, OneShotScore, find_archive, load_omniglot, load_oneshot_runs,
                    score_oneshot)
-from .models import MLP, Conv4, FunctionalModel, LinearModel, WithMetaParameters
+from .models import MLP, Conv4, FunctionalModel, LinearModel, ResNet, WithMetaParameters
 from .omniglot import OmniglotTasks
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
 
 # submodules used as ml.viz, ml.results...; ml.experiments and ml.widgets are imported where needed
-from . import costs, demos, exercises, inequality, results, viz  # noqa: E402
+from . import costs, demos, exercises, finetune, inequality, results, transfer, viz  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -47,10 +49,10 @@ __all__ = [
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "MetaLearnError", "ConfigError", "ShapeMismatchError", "CheckpointError", "DivergenceError", "DataError",
     "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95", "query_score",
-    "FunctionalModel", "MLP", "LinearModel", "Conv4", "WithMetaParameters",
+    "FunctionalModel", "MLP", "LinearModel", "Conv4", "ResNet", "WithMetaParameters",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
     "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
     "load_oneshot_runs", "score_oneshot",
     "History", "TrainResult", "meta_train", "load_params",
-    "viz", "demos", "exercises", "results", "costs", "inequality",
+    "viz", "demos", "exercises", "results", "costs", "inequality", "finetune", "transfer",
 ]

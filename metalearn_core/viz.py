@@ -28,7 +28,8 @@ from .errors import ConfigError, MetaLearnError
 
 __all__ = ["COLORS", "log_y", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
            "plot_sinusoid_tasks", "plot_adapted_functions",
-           "plot_characters", "plot_episode", "plot_misclassified", "plot_oneshot_run", "html_table", "figure_to_data_uri", "static_explorer", "live_explorer"]
+           "plot_characters", "plot_episode", "plot_misclassified", "plot_oneshot_run", "html_table", "figure_to_data_uri", "static_explorer", "live_explorer",
+           "plot_learned_rates", "plot_update_rule", "plot_finetune_curves", "plot_embedding_projection"]
 
 COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3",
           "ProtoNet": "C4"}
@@ -535,3 +536,49 @@ def plot_update_rule(learner, params, ax=None, *, scales=(1e-3, 1e-1, 10.0), tit
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig if fig is not None else ax.figure
+
+
+def plot_finetune_curves(curves: Mapping[str, dict], ax=None, *, key: str = "val_accuracy", title: str | None = None,
+                         ylabel: str | None = None, percent: bool = True):
+    """Learning curves of fine-tuning runs: ``curves`` maps a label to a
+    :attr:`~metalearn_core.finetune.FineTuneResult.curve` (``{"step": [...], key: [...]}``)."""
+    fig = None
+    if ax is None:
+        fig, ax = new_figure(width=6.0, height=3.6)
+    scale = 100.0 if percent and "accuracy" in key else 1.0
+    for i, (label, c) in enumerate(curves.items()):
+        if key not in c or not c[key]:
+            continue
+        ax.plot(c["step"], scale * np.asarray(c[key], dtype=float), "-", lw=1.5, color=f"C{i % 10}", label=label)
+    ax.set_xlabel("fine-tuning step")
+    default = {"val_accuracy": "validation accuracy (%)", "train_loss": "training loss",
+               "val_loss": "validation loss", "train_accuracy": "training accuracy (%)"}
+    ax.set_ylabel(ylabel or default.get(key, key.replace("_", " ")))
+    ax.set_title(title or "Fine-tuning", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig if fig is not None else ax.figure
+
+
+def plot_embedding_projection(projections: Mapping[str, Sequence], labels: Sequence[int], *, title: str | None = None,
+                              class_names: Sequence[str] | None = None):
+    """Side-by-side 2-D projections of the same images' embeddings (e.g. before and after fine-tuning), one
+    colour per class: ``projections`` maps a panel title to ``[n, 2]`` coordinates."""
+    labels = np.asarray(labels)
+    fig, axes = new_figure(ncols=len(projections), width=4.2, height=4.0)
+    axes = np.atleast_1d(axes)
+    for ax, (name, xy) in zip(axes, projections.items()):
+        xy = np.asarray(xy, dtype=float)
+        if xy.ndim != 2 or xy.shape != (labels.size, 2):
+            raise ConfigError(f"projection {name!r} must be [n, 2] for the {labels.size} labels, got {list(xy.shape)}")
+        for c in np.unique(labels):
+            m = labels == c
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=f"C{int(c) % 10}", alpha=0.7,
+                       label=str(class_names[c]) if class_names is not None else str(int(c)))
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -13,6 +13,9 @@ r"""The book's sinusoid widgets, each live (ipywidgets) and static (precomputed 
   runs (:func:`metalearn_core.experiments.taml.compute_explorer`); adaptation curves against MAML (λ = 0) and
   how unequal the test tasks' losses are.
 
+* :class:`FineTuneExplorer` — chapter 8: fine-tuning a pre-trained ResNet on digit episodes, over a precomputed
+  grid of learning rates and frozen stages (:func:`metalearn_core.experiments.transfer.explorer_grid`).
+
 All draw with one render function for the live and the static version, and show a message instead of a
 plot when a setting diverges.
 """
@@ -31,7 +34,7 @@ from .errors import ConfigError, DivergenceError
 from .evaluation import TEST_SEED_OFFSET, adaptation_curve, adaptation_losses, diverged_tasks
 from .tasks import SinusoidTasks
 
-__all__ = ["AdaptationExplorer", "MetaTrainingExplorer", "TAMLExplorer"]
+__all__ = ["AdaptationExplorer", "MetaTrainingExplorer", "TAMLExplorer", "FineTuneExplorer"]
 
 # the "new task" stream of the adaptation explorer: test tasks, separate from training and from the tables
 _TASK_STREAM = TEST_SEED_OFFSET + 77
@@ -403,3 +406,84 @@ class TAMLExplorer:
         """ipywidgets sliders over the same grid (instant: every point is precomputed)."""
         return viz.live_explorer(self.render, self.grid["grid"], labels=self.LABELS,
                                  initial={"measure": "theil", "lam": 0.3})
+
+
+class FineTuneExplorer:
+    """Chapter 8: fine-tuning a pre-trained ResNet on 5-way 5-shot digit episodes, over a precomputed grid of
+    learning rates and frozen stages; sliders for the learning rate, the number of frozen stages and the number
+    of steps, which redraw the query-accuracy curves.
+
+    Args:
+        grid: the explorer document of :func:`metalearn_core.experiments.transfer.shipped_explorer` (``points``:
+            one curve per learning rate and number of frozen stages).
+
+    :meth:`static` gives sliders that work without a kernel and :meth:`live` the ipywidgets version; both show
+    :meth:`render`. To fine-tune a setting that is not in the grid, call
+    :func:`metalearn_core.finetune.fine_tune` on an episode (chapter 8 shows how).
+    """
+
+    LABELS = {"lr": "learning rate (head ×10)", "freeze_stages": "frozen stages", "steps": "steps"}
+    STAGE_NAMES = {0: "none (full fine-tune)", 1: "stem", 2: "stem + layer1", 3: "stem .. layer2",
+                   4: "stem .. layer3", 5: "all but the head (linear probe)"}
+
+    def __init__(self, grid: dict):
+        if not isinstance(grid, dict) or "points" not in grid:
+            raise ConfigError("FineTuneExplorer needs the grid of metalearn_core.experiments.transfer.shipped_explorer()")
+        self.grid = grid
+        self.index = {(p["lr"], p["freeze_stages"]): p for p in grid["points"]}
+        self.lrs = sorted({p["lr"] for p in grid["points"]})
+        self.freezes = sorted({p["freeze_stages"] for p in grid["points"]})
+        self.steps = list(grid["points"][0]["steps"])
+
+    def point(self, lr: float, freeze_stages: int) -> dict:
+        try:
+            return self.index[lr, freeze_stages]
+        except KeyError:
+            raise ConfigError(f"(lr={lr}, freeze_stages={freeze_stages}) is not in the precomputed grid: learning "
+                              f"rates {self.lrs}, frozen stages {self.freezes}") from None
+
+    def render(self, lr: float = 1e-3, freeze_stages: int = 4, steps: int = 50):
+        """Query accuracy against fine-tuning steps for every number of frozen stages at this learning rate (the
+        chosen one bold, with its 95% band), and a marker at ``steps``."""
+        if steps not in self.steps:
+            raise ConfigError(f"steps={steps} is not a recorded step: choose one of {self.steps}")
+        chosen = self.point(lr, freeze_stages)
+        fig, ax = viz.new_figure(width=6.2, height=3.8)
+        for i, k in enumerate(self.freezes):
+            p = self.point(lr, k)
+            mean, ci = np.array(p["accuracy"]), np.array(p["ci95"])
+            bold = k == freeze_stages
+            ax.plot(p["steps"], mean, "o-" if bold else "-", ms=3, lw=2.2 if bold else 1.0, color=f"C{i}",
+                    alpha=1.0 if bold else 0.55, label=f"{k}: {self.STAGE_NAMES[k]}")
+            if bold:
+                ax.fill_between(p["steps"], mean - ci, mean + ci, color=f"C{i}", alpha=0.18, lw=0)
+        j = chosen["steps"].index(steps)
+        acc, ci = chosen["accuracy"][j], chosen["ci95"][j]
+        ax.axvline(steps, color="0.4", ls=":", lw=1)
+        ax.annotate(f"{acc:.1f} ± {ci:.1f}%", (steps, acc), textcoords="offset points", xytext=(6, -14), fontsize=8)
+        ax.axhline(20, color="0.6", lw=0.8, ls="--")
+        ax.set_ylim(0, 100)
+        ax.set(xlabel="fine-tuning steps on the 25 support images",
+               ylabel="query accuracy (%), mean ± 95% CI")
+        ax.set_title(f"Digits 5-way 5-shot, lr = {lr:g} (head {10 * lr:g}), {self.grid['episodes']} episodes",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right", title="frozen stages", title_fontsize=7)
+        return fig
+
+    def static(self, dpi: int = 72, every: int = 2):
+        """Precomputed sliders over the grid (no kernel needed), with every ``every``-th recorded step on the
+        steps slider (the page carries one image per combination)."""
+        grid = {"lr": self.lrs, "freeze_stages": self.freezes, "steps": self.steps[every::every] or self.steps[1:]}
+        return viz.static_explorer(self.render, grid, labels=self.LABELS,
+                                   initial={"lr": 1e-3 if 1e-3 in self.lrs else self.lrs[0],
+                                            "freeze_stages": self.freezes[0], "steps": self.steps[-1]},
+                                   title=f"Fine-tuning the pre-trained ResNet on digit episodes "
+                                         f"({self.grid['budget']} budget)", dpi=dpi)
+
+    def live(self):
+        """ipywidgets sliders over the same grid (instant: every point is precomputed)."""
+        grid = {"lr": self.lrs, "freeze_stages": self.freezes, "steps": self.steps[1:]}
+        return viz.live_explorer(self.render, grid, labels=self.LABELS,
+                                 initial={"lr": 1e-3 if 1e-3 in self.lrs else self.lrs[0],
+                                          "freeze_stages": self.freezes[0], "steps": self.steps[-1]})

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 __all__ = ["Feedback", "check", "exercise", "compare_numbers", "compare_choice", "list_exercises"]
 
 _REGISTRY: dict[str, tuple[str, Callable]] = {}
-_CHAPTER_MODULES = ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07")
+_CHAPTER_MODULES = ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
 
 
 @dataclass
