@@ -42,6 +42,8 @@ class Preset:
         inner_steps: at most this many inner steps in meta-training for the experiment's second-order-style
             runs, where the budget cannot afford the paper's (Omniglot 20-way MAML: 5 steps at ``full``, 1 at
             ``cpu``); ``None`` keeps the paper's. Read by the experiment code, like ``width``.
+        blocks: basic blocks per stage of a :class:`~metalearn_core.models.ResNet` (chapter 8: ``(1, 1, 1, 1)`` on
+            a CPU, ResNet-18's ``(2, 2, 2, 2)`` at ``full``); ``None`` where there is no ResNet.
     """
 
     iterations: int
@@ -51,6 +53,7 @@ class Preset:
     log_every: int = 10
     width: int | None = None
     inner_steps: int | None = None
+    blocks: tuple[int, ...] | None = None
 
 
 PRESETS: dict[str, dict[str, Preset]] = {
@@ -120,6 +123,20 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "quick": Preset(iterations=20, meta_batch=5, outer_lr=1e-3, eval_tasks=20, log_every=5),
         "cpu": Preset(iterations=1_000, meta_batch=25, outer_lr=1e-3, eval_tasks=200, log_every=50),
         "full": Preset(iterations=5_000, meta_batch=25, outer_lr=1e-3, eval_tasks=600, log_every=100),
+    },
+    # Chapter 8 (transfer): pre-training a ResNet on the 712 classes of the training alphabets (178 characters × 4
+    # rotations) as one classification, with mini-batches of 64 images (meta_batch 1 × (32 + 32)). At `cpu` a
+    # ResNet of width 16 with one block per stage (ResNet-10 layout) takes about 65 ms a step on two cores; `full`
+    # is ResNet-18 (width 64, two blocks per stage), for a GPU. eval_tasks: test episodes per setting (200 at
+    # `cpu`: every episode is classified by up to eight classifiers, four of which train on its support set; with
+    # 300 the whole reproduction took 26.8 min on two idle cores, with 200 it fits in 25).
+    "transfer_pretrain": {
+        "quick": Preset(iterations=20, meta_batch=1, outer_lr=1e-3, eval_tasks=20, log_every=5, width=8,
+                        blocks=(1, 1, 1, 1)),
+        "cpu": Preset(iterations=2_000, meta_batch=1, outer_lr=1e-3, eval_tasks=200, log_every=50, width=16,
+                      blocks=(1, 1, 1, 1)),
+        "full": Preset(iterations=30_000, meta_batch=1, outer_lr=1e-3, eval_tasks=1000, log_every=200, width=64,
+                       blocks=(2, 2, 2, 2)),
     },
     # The quadratic toy (linear regression with exact targets): cheap at every budget.
     "quadratic": {

@@ -10,11 +10,12 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import ConfigError
-from . import omniglot, oneshot, sinusoid, taml
+from . import omniglot, oneshot, sinusoid, taml, transfer
 
-__all__ = ["EXPERIMENTS", "get_experiment", "sinusoid", "omniglot", "oneshot", "taml"]
+__all__ = ["EXPERIMENTS", "get_experiment", "sinusoid", "omniglot", "oneshot", "taml", "transfer"]
 
-EXPERIMENTS: dict[str, ModuleType] = {"sinusoid": sinusoid, "omniglot": omniglot, "oneshot": oneshot, "taml": taml}
+EXPERIMENTS: dict[str, ModuleType] = {"sinusoid": sinusoid, "omniglot": omniglot, "oneshot": oneshot, "taml": taml,
+                                    "transfer": transfer}
 
 
 def get_experiment(name: str) -> ModuleType:
