@@ -516,8 +516,12 @@ def table(rows: Sequence[dict]) -> str:
 
 def html_table(rows: Sequence[dict], settings: Sequence[str] | None = None, bn: str = "source", caption=None,
                notes=()):
-    """A results table for notebooks and the website (see :func:`table_cells`)."""
+    """A results table for notebooks and the website (see :func:`table_cells`). When every column is of one
+    domain, the headers drop its name (the caption says it), which keeps the table narrow."""
     from .. import viz
 
     head, lines = table_cells(rows, settings, bn)
+    domains = {SETTINGS[h][0] for h in head[1:]}
+    if len(domains) == 1:
+        head = [head[0]] + [h.split(" ", 1)[1] for h in head[1:]]
     return viz.html_table(head, lines, caption=caption or TABLE_TITLE, align_left=1, notes=notes)
