@@ -267,7 +267,38 @@ class _Linear(nn.Module):
         return (x @ self.w)[..., None]
 
 
-class Conv4(FunctionalModel):
+class _ImageNetwork(FunctionalModel):
+    """What the image networks (:class:`Conv4`, :class:`ResNet`) share: the check that a batch holds images of
+    the network's shape, and the hint naming the constructor arguments that would fit other images. Subclasses
+    set ``_images_note`` (appended to the batch description), ``_square_note`` and ``_outputs_arg`` (the name of
+    their number-of-outputs argument)."""
+
+    _images_note = ""
+    _square_note = "square images [channels, size, size]"
+    _outputs_arg = "out_features"
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_features:
+            raise ShapeMismatchError(
+                f"{self!r} takes a batch of images [n, {', '.join(map(str, self.in_features))}]{self._images_note}, "
+                f"got a tensor of shape {list(x.shape)}"
+                + (f": {self._fix_hint(in_features=tuple(x.shape[1:]))}" if x.dim() == 4 else ""))
+
+    def _fix_hint(self, in_features=None, out_features=None) -> str:
+        name = type(self).__name__
+        args = []
+        if in_features is not None:
+            sizes = _sizes(in_features)
+            if len(sizes) == 3 and sizes[1] == sizes[2]:
+                args += [f"in_channels={sizes[0]}", f"image_size={sizes[1]}"]
+            else:
+                return f"{name} takes {self._square_note}, not {_shape(sizes)}; reshape the inputs"
+        if out_features is not None:
+            args.append(f"{self._outputs_arg}={out_features}")
+        return f"build {name}({', '.join(args)})"
+
+
+class Conv4(_ImageNetwork):
     r"""The four-block convolutional network of few-shot image classification (Vinyals et al., 2016; the MAML
     paper's Omniglot and MiniImagenet network, Finn et al., 2017; the ProtoNets encoder, Snell et al., 2017).
 
@@ -351,25 +382,9 @@ class Conv4(FunctionalModel):
         self._check_images(x)
         return functional_call(self.module, params, (x,), {"embed_only": True})
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_features:
-            raise ShapeMismatchError(
-                f"{self!r} takes a batch of images [n, {', '.join(map(str, self.in_features))}] (one task's "
-                f"examples; map over tasks with vmap), got a tensor of shape {list(x.shape)}"
-                + (f": {self._fix_hint(in_features=tuple(x.shape[1:]))}" if x.dim() == 4 else ""))
-
-    def _fix_hint(self, in_features=None, out_features=None) -> str:
-        args = []
-        if in_features is not None:
-            sizes = _sizes(in_features)
-            if len(sizes) == 3 and sizes[1] == sizes[2]:
-                args += [f"in_channels={sizes[0]}", f"image_size={sizes[1]}"]
-            else:
-                return (f"Conv4 takes square images of shape [channels, size, size], not {_shape(sizes)}; "
-                        f"reshape the inputs")
-        if out_features is not None:
-            args.append(f"ways={out_features}")
-        return f"build Conv4({', '.join(args)})"
+    _images_note = " (one task's examples; map over tasks with vmap)"
+    _square_note = "square images of shape [channels, size, size]"
+    _outputs_arg = "ways"
 
     def spec(self) -> dict:
         return {"class": "Conv4", "in_channels": self.in_channels, "ways": self.ways, "width": self.width,
@@ -517,7 +532,7 @@ class WithMetaParameters(FunctionalModel):
 Stats = dict[str, torch.Tensor]
 
 
-class ResNet(FunctionalModel):
+class ResNet(_ImageNetwork):
     r"""A residual network (He et al., 2016) of basic blocks, for transfer learning (chapter 8).
 
     Layout (torchvision's names, so that ``torchvision.models.resnet18``'s weights load with
@@ -691,24 +706,9 @@ class ResNet(FunctionalModel):
                 h.remove()
         return record
 
-    def _check_images(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_features:
-            raise ShapeMismatchError(
-                f"{self!r} takes a batch of images [n, {', '.join(map(str, self.in_features))}], got a tensor of "
-                f"shape {list(x.shape)}" + (f": {self._fix_hint(in_features=tuple(x.shape[1:]))}" if x.dim() == 4
-                                            else ""))
-
-    def _fix_hint(self, in_features=None, out_features=None) -> str:
-        args = []
-        if in_features is not None:
-            sizes = _sizes(in_features)
-            if len(sizes) == 3 and sizes[1] == sizes[2]:
-                args += [f"in_channels={sizes[0]}", f"image_size={sizes[1]}"]
-            else:
-                return f"ResNet takes square images [channels, size, size], not {_shape(sizes)}; reshape the inputs"
-        if out_features is not None:
-            args.append(f"classes={out_features}")
-        return f"build ResNet({', '.join(args)})"
+    _images_note = ""
+    _square_note = "square images [channels, size, size]"
+    _outputs_arg = "classes"
 
     # -- as an ordinary module ------------------------------------------------------------------------------
     def as_module(self, params: Params, stats: Stats | None = None) -> nn.Module:
