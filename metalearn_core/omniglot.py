@@ -47,6 +47,7 @@ __all__ = [
     "VAL_ALPHABETS",
     "TEST_ALPHABETS",
     "SPLITS",
+    "ImageEpisodes",
     "OmniglotTasks",
     "cross_entropy_loss",
     "accuracy",
@@ -73,7 +74,26 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == labels).to(logits.dtype if logits.is_floating_point() else torch.float32).mean()
 
 
-class OmniglotTasks(TaskFamily):
+class ImageEpisodes(TaskFamily):
+    """What every family of N-way K-shot image-classification episodes shares (:class:`OmniglotTasks`,
+    :class:`~metalearn_core.transfer.LabelledImageTasks`): cross-entropy loss, accuracy as the metric, 1 shot and
+    15 queries per class by default, 20 test episodes adapted at a time, and labels grouped by class."""
+
+    metric = "accuracy"
+    default_shots = 1
+    default_queries = 15
+    eval_queries = 15
+    eval_chunk = 20
+    loss = staticmethod(cross_entropy_loss)
+    accuracy = staticmethod(accuracy)
+
+    @staticmethod
+    def episode_labels(n_tasks: int, ways: int, per_class: int) -> torch.Tensor:
+        """``[n_tasks, ways*per_class]`` labels ``[0]*per_class + [1]*per_class + ... + [ways-1]*per_class``."""
+        return torch.arange(ways).repeat_interleave(per_class).expand(n_tasks, -1).clone()
+
+
+class OmniglotTasks(ImageEpisodes):
     """N-way K-shot episodes of one alphabet split of Omniglot.
 
     Args:
@@ -106,13 +126,6 @@ class OmniglotTasks(TaskFamily):
     """
 
     name = "omniglot"
-    metric = "accuracy"
-    default_shots = 1
-    default_queries = 15
-    eval_queries = 15
-    eval_chunk = 20
-    loss = staticmethod(cross_entropy_loss)
-    accuracy = staticmethod(accuracy)
 
     def __init__(self, images: OmniglotImages, split: str = "train", ways: int = 5, rotations: bool = False,
                  splits: Mapping[str, Sequence[str]] | None = None):
@@ -187,9 +200,8 @@ class OmniglotTasks(TaskFamily):
         x = x[:, :, :, None]                                                                       # add the channel
         x_support = x[:, :, :k].reshape(n_tasks, n * k, 1, s, s)
         x_query = x[:, :, k:].reshape(n_tasks, n * q, 1, s, s)
-        labels = torch.arange(n)
-        y_support = labels.repeat_interleave(k).expand(n_tasks, -1).clone()
-        y_query = labels.repeat_interleave(q).expand(n_tasks, -1).clone()
+        y_support = self.episode_labels(n_tasks, n, k)
+        y_query = self.episode_labels(n_tasks, n, q)
         info = {"classes": classes, "characters": chars, "rotations": turns,
                 "support_drawers": picks[:, :, :k], "query_drawers": picks[:, :, k:]}
         return TaskBatch(x_support, y_support, x_query, y_query, info)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .data import OmniglotImages
 from .errors import ConfigError, DataError, MetaLearnError, check_positive_int
-from .omniglot import OmniglotTasks, accuracy, cross_entropy_loss
+from .omniglot import ImageEpisodes, OmniglotTasks, accuracy, cross_entropy_loss
 from .tasks import TaskBatch, TaskFamily
 
 __all__ = ["PooledClasses", "omniglot_source", "load_digits", "split_per_class", "LabelledImageTasks",
@@ -128,7 +128,7 @@ def split_per_class(y: torch.Tensor, fractions: tuple[float, ...], seed: int = 0
     return [torch.cat(p).sort().values for p in parts]
 
 
-class LabelledImageTasks(TaskFamily):
+class LabelledImageTasks(ImageEpisodes):
     """N-way K-shot episodes from a labelled image set: N classes drawn at random, K support and Q query images
     each, labels 0..N−1 in a fresh random order per episode (the layout of
     :class:`~metalearn_core.omniglot.OmniglotTasks`).
@@ -138,14 +138,6 @@ class LabelledImageTasks(TaskFamily):
         ways: N (at most the number of classes).
         name: a label for tables and presets.
     """
-
-    metric = "accuracy"
-    default_shots = 1
-    default_queries = 15
-    eval_queries = 15
-    eval_chunk = 20
-    loss = staticmethod(cross_entropy_loss)
-    accuracy = staticmethod(accuracy)
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, ways: int = 5, name: str = "digits"):
         if images.dim() != 4 or labels.shape != (images.shape[0],):
@@ -179,9 +171,8 @@ class LabelledImageTasks(TaskFamily):
             xs.append(torch.cat(sup))
             xq.append(torch.cat(qry))
         xs, xq = torch.stack(xs), torch.stack(xq)
-        labels = torch.arange(n)
-        return TaskBatch(self.images[xs].to(dtype), labels.repeat_interleave(k).expand(n_tasks, -1).clone(),
-                         self.images[xq].to(dtype), labels.repeat_interleave(q).expand(n_tasks, -1).clone(),
+        return TaskBatch(self.images[xs].to(dtype), self.episode_labels(n_tasks, n, k),
+                         self.images[xq].to(dtype), self.episode_labels(n_tasks, n, q),
                          {"classes": self.classes[classes]})
 
     def __repr__(self) -> str:
