@@ -76,11 +76,7 @@ class FineTuneResult:
 
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Logits for images ``x`` (with ``bn="batch"``, ``x`` is normalised as one batch: transductive)."""
-        with torch.no_grad():
-            if self.stats is None:
-                return self.model(self.params, x)
-            return torch.cat([self.model(self.params, x[i:i + batch_size], self.stats)
-                              for i in range(0, x.shape[0], batch_size)])
+        return _logits(self.model, self.params, self.stats, x, batch_size)
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Fraction of ``x`` classified as ``y``."""
@@ -121,26 +117,31 @@ def estimate_stats(model: ResNet, params: Params, images: torch.Tensor, *, batch
         raise ConfigError(f"estimating BatchNorm statistics needs at least 2 images (a variance), got {n}")
     batch_size = check_positive_int("batch_size", batch_size, minimum=2)
     total: Stats = {}
+    used = 0
     for i in range(0, n, batch_size):
         xb = images[i:i + batch_size]
-        if xb.shape[0] < 2:          # a last batch of one image has no variance: fold it into the previous one
+        if xb.shape[0] < 2:          # a last batch of one image has no variance: it is left out
             break
         moments = model.batch_moments(params, xb)
         for k, v in moments.items():
             total[k] = total.get(k, 0) + v * xb.shape[0]
-    used = min(n, (n // batch_size) * batch_size + (n % batch_size if n % batch_size >= 2 else 0))
+        used += xb.shape[0]
     return {k: (v / used).detach() for k, v in total.items()}
+
+
+def _logits(model: ResNet, params: Params, stats: Stats | None, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits without gradients: ``x`` as one batch with ``stats=None`` (batch statistics), else in chunks."""
+    with torch.no_grad():
+        if stats is None:
+            return model(params, x)
+        return torch.cat([model(params, x[i:i + batch_size], stats) for i in range(0, x.shape[0], batch_size)])
 
 
 def evaluate_classifier(model: ResNet, params: Params, stats: Stats | None, x: torch.Tensor, y: torch.Tensor,
                         batch_size: int = 512) -> tuple[float, float]:
     """``(mean cross-entropy, accuracy)`` of the network on ``(x, y)``; ``stats=None`` normalises ``x`` as one batch."""
-    with torch.no_grad():
-        if stats is None:
-            logits = model(params, x)
-        else:
-            logits = torch.cat([model(params, x[i:i + batch_size], stats) for i in range(0, x.shape[0], batch_size)])
-        return float(F.cross_entropy(logits, y)), float((logits.argmax(-1) == y).float().mean())
+    logits = _logits(model, params, stats, x, batch_size)
+    return float(F.cross_entropy(logits, y)), float((logits.argmax(-1) == y).float().mean())
 
 
 def _check_data(model: ResNet, x, y, where: str, classes: int) -> None:

@@ -118,18 +118,13 @@ def _model(cfg: Preset, classes: int) -> ResNet:
     return ResNet(1, classes, cfg.width, cfg.blocks or (1, 1, 1, 1), 28)
 
 
-def _source(images: OmniglotImages):
-    x, y = omniglot_source(images, rotations=True)
-    return x, y
-
-
 def pretrain(*, budget: str | None = None, seed: int = 0, root=None, images: OmniglotImages | None = None,
              progress: bool = True, save: bool = True, log: Callable[[str], None] = print) -> Pretrained:
     """Pre-train the ResNet on the source classes, estimate its BatchNorm statistics, save the checkpoint."""
     budget = resolve_budget(budget)
     images = load_omniglot() if images is None else images
     cfg = preset(PRESET, budget)
-    x, y = _source(images)
+    x, y = omniglot_source(images, rotations=True)
     family = PooledClasses(x, y, name=PRESET)
     model = _model(cfg, family.n_classes)
     learner = JointTraining(model, loss=cross_entropy_loss)
@@ -232,14 +227,17 @@ def evaluate_few_shot(pre: Pretrained, meta_models: dict | None = None, *, image
     bn)``.
     """
     images = load_omniglot() if images is None else images
-    digits = digits_split()
     budget = pre.metadata.get("budget", "quick")
     seed = int(pre.metadata.get("seed", 0))
     n = preset(PRESET, budget).eval_tasks if n_tasks is None else n_tasks
     body, params = pre.body
-    digit_stats = estimate_stats(body, params, digits[0])
     rows, per_task = [], {}
     wanted = list(SETTINGS) if settings is None else list(settings)
+    # the digits, and the statistics re-estimated on their pool, only when a digits setting is asked for
+    digits = digit_stats = None
+    if any(SETTINGS[s][0] == "digits" for s in wanted):
+        digits = digits_split()
+        digit_stats = estimate_stats(body, params, digits[0])
     common = dict(budget=budget, seed=seed, test_seed=test_seed)
     for setting in wanted:
         domain, ways, shots = SETTINGS[setting]
