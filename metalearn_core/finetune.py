@@ -292,50 +292,50 @@ def fine_tune(model: ResNet, params: Params, stats: Stats | None, x: torch.Tenso
     sums, count, stopped = [0.0, 0.0], 0, False
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, mininterval=0.5)
     step = 0
-    grad_mode = torch.is_grad_enabled()
-    torch.set_grad_enabled(True)                  # also when called under torch.no_grad() (e.g. by a scorer)
+    # enable_grad: fine-tuning trains even when called under torch.no_grad() (e.g. by a scorer)
     try:
-        for step in range(1, steps + 1):
-            if full_batch:
-                xb, yb = x_in, y
-            else:
-                idx = torch.randperm(n, generator=generator)[:batch_size]
-                xb, yb = x_in[idx], y[idx]
-            logits = net({**running, **leaves}, xb, running_stats, start=start)
-            loss = F.cross_entropy(logits, yb)
-            if not math.isfinite(float(loss.detach())):
-                named = ", ".join(f"{g['stage']} {g['lr']:g}" for g in param_groups)
-                raise DivergenceError(f"fine-tuning diverged at step {step} (loss {float(loss.detach())}) with learning "
-                                      f"rates {named}: lower lr (and lrs)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums[0] += float(loss.detach())
-            sums[1] += float((logits.argmax(-1) == yb).float().mean())
-            count += 1
-            bar.update(1)
-            if step % eval_every == 0 or step == steps:
-                current = {**params, **{k: v.detach() for k, v in leaves.items()}}
-                curve["step"].append(step)
-                curve["train_loss"].append(sums[0] / count)
-                curve["train_accuracy"].append(sums[1] / count)
-                sums, count = [0.0, 0.0], 0
-                if has_val:
-                    vl, va = evaluate_classifier(net, current, eval_stats(current), x_val, y_val)
-                    curve["val_loss"].append(vl)
-                    curve["val_accuracy"].append(va)
-                    bar.set_postfix(val_acc=f"{va:.3f}", refresh=False)
-                    key = (va, -vl)
-                    if best_key is None or key > best_key:
-                        best_key, best_step, bad_evals = key, step, 0
-                        best_params = {k: v.clone() for k, v in current.items()}
-                    else:
-                        bad_evals += 1
-                        if patience is not None and bad_evals >= patience:
-                            stopped = True
-                            break
+        with torch.enable_grad():
+            for step in range(1, steps + 1):
+                if full_batch:
+                    xb, yb = x_in, y
+                else:
+                    idx = torch.randperm(n, generator=generator)[:batch_size]
+                    xb, yb = x_in[idx], y[idx]
+                logits = net({**running, **leaves}, xb, running_stats, start=start)
+                loss = F.cross_entropy(logits, yb)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    named = ", ".join(f"{g['stage']} {g['lr']:g}" for g in param_groups)
+                    raise DivergenceError(f"fine-tuning diverged at step {step} (loss {value}) with learning "
+                                          f"rates {named}: lower lr (and lrs)")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums[0] += value
+                sums[1] += float((logits.argmax(-1) == yb).float().mean())
+                count += 1
+                bar.update(1)
+                if step % eval_every == 0 or step == steps:
+                    current = {**params, **{k: v.detach() for k, v in leaves.items()}}
+                    curve["step"].append(step)
+                    curve["train_loss"].append(sums[0] / count)
+                    curve["train_accuracy"].append(sums[1] / count)
+                    sums, count = [0.0, 0.0], 0
+                    if has_val:
+                        vl, va = evaluate_classifier(net, current, eval_stats(current), x_val, y_val)
+                        curve["val_loss"].append(vl)
+                        curve["val_accuracy"].append(va)
+                        bar.set_postfix(val_acc=f"{va:.3f}", refresh=False)
+                        key = (va, -vl)
+                        if best_key is None or key > best_key:
+                            best_key, best_step, bad_evals = key, step, 0
+                            best_params = {k: v.clone() for k, v in current.items()}
+                        else:
+                            bad_evals += 1
+                            if patience is not None and bad_evals >= patience:
+                                stopped = True
+                                break
     finally:
-        torch.set_grad_enabled(grad_mode)
         bar.close()
     final = {**params, **{k: v.detach() for k, v in leaves.items()}}
     if has_val and best_params is not None:
