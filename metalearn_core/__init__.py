@@ -34,7 +34,7 @@ from .evaluation import AdaptationCurve, adaptation_curve, adaptation_losses, me
 from .data import (OmniglotImages, OneShotRun, OneShotScore, find_archive, load_omniglot, load_oneshot_runs,
                    score_oneshot)
 from .models import MLP, Conv4, FunctionalModel, LinearModel, ResNet, WithMetaParameters
-from .omniglot import OmniglotTasks
+from .omniglot import OmniglotTasks, OneShotRunTasks
 from .tasks import QuadraticTasks, SinusoidTasks, TaskBatch, TaskFamily, make_generator, mse_loss
 from .training import History, TrainResult, load_params, meta_train
 
@@ -51,7 +51,7 @@ __all__ = [
     "AdaptationCurve", "adaptation_curve", "adaptation_losses", "mean_ci95", "query_score",
     "FunctionalModel", "MLP", "LinearModel", "Conv4", "ResNet", "WithMetaParameters",
     "TaskBatch", "TaskFamily", "SinusoidTasks", "QuadraticTasks", "make_generator", "mse_loss",
-    "OmniglotTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
+    "OmniglotTasks", "OneShotRunTasks", "OmniglotImages", "OneShotRun", "OneShotScore", "find_archive", "load_omniglot",
     "load_oneshot_runs", "score_oneshot",
     "History", "TrainResult", "meta_train", "load_params",
     "viz", "demos", "exercises", "results", "costs", "inequality", "finetune", "transfer",

@@ -27,7 +27,7 @@ from .models import Params
 from .tasks import TaskBatch, TaskFamily, make_generator
 
 __all__ = ["AdaptationCurve", "diverged_tasks", "adaptation_losses", "adaptation_curve", "query_score",
-           "mean_ci95", "t_critical", "TEST_SEED_OFFSET"]
+           "mean_ci95", "group_mean_ci95", "t_critical", "TEST_SEED_OFFSET"]
 
 TEST_SEED_OFFSET = 1_000_003
 
@@ -57,6 +57,23 @@ def mean_ci95(values) -> tuple[float, float]:
     return float(v.mean()), float(t_critical(v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
 
 
+def group_mean_ci95(values, groups) -> tuple[float, float, int]:
+    """Mean of the group means of ``values`` and the 95% CI half-width over groups, and the number of groups.
+
+    When test tasks come in groups that differ systematically (episodes of one alphabet), the interval over
+    tasks only says how well *these* groups were measured; the interval over the group means also covers how
+    much the score changes from one group (alphabet) to another, which is what a reader generalising to new
+    alphabets needs. Every group counts once, however many tasks it holds.
+    """
+    v = np.asarray(values, dtype=float).reshape(-1)
+    g = np.asarray(groups).reshape(-1)
+    if v.shape != g.shape:
+        raise ValueError(f"values and groups must have the same length, got {v.size} and {g.size}")
+    means = [v[g == k].mean() for k in np.unique(g)]
+    mean, ci = mean_ci95(means)
+    return mean, ci, len(means)
+
+
 @dataclass
 class AdaptationCurve:
     """Query score (loss or accuracy, see ``metric``) after 0..k inner steps, over ``n_tasks`` test tasks.
@@ -75,6 +92,9 @@ class AdaptationCurve:
         kept: only with ``exclude_diverged="by step"``: ``[n_tasks, k+1]`` booleans, whether a task is in the
             statistics of each step (it has not diverged at or before that step); ``n_tasks`` then counts
             every task tested, and ``losses`` holds every task's raw curve.
+        groups: ``[n_tasks]`` the group of every task (e.g. its alphabet) when the family's episodes carry
+            ``info["group"]``, else ``None``; see :meth:`by_group` and :meth:`over_groups`.
+        group_names: the names of the groups (the family's ``group_names``), when known.
     """
 
     steps: np.ndarray
@@ -88,10 +108,31 @@ class AdaptationCurve:
     diverged: int = 0
     transductive: bool = True
     kept: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    group_names: tuple = ()
 
     @property
     def n_tasks(self) -> int:
         return self.losses.shape[0]
+
+    def _step_values(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.groups is None:
+            raise ConfigError("this curve's tasks carry no groups: evaluate a family whose episodes record "
+                              "info['group'] (e.g. OmniglotTasks(within_alphabet=True) or OneShotRunTasks)")
+        keep = slice(None) if self.kept is None else self.kept[:, step]
+        return self.losses[keep, step], self.groups[keep]
+
+    def by_group(self, step: int) -> dict:
+        """``{group name (or index): mean score}`` after ``step`` steps."""
+        values, groups = self._step_values(step)
+        names = self.group_names
+        return {(names[int(k)] if int(k) < len(names) else int(k)): float(values[groups == k].mean())
+                for k in np.unique(groups)}
+
+    def over_groups(self, step: int) -> tuple[float, float, int]:
+        """(mean of the group means, 95% CI over groups, number of groups) after ``step`` steps (see
+        :func:`group_mean_ci95`)."""
+        return group_mean_ci95(*self._step_values(step))
 
     def tasks_at(self, step: int) -> tuple[int, int]:
         """(tasks in the statistics of ``step``, tasks left out of them because they had diverged)."""
@@ -235,13 +276,15 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     score = query_score(family)
     first = next(iter(params.values()))
     dtype, device = first.dtype, first.device
-    chunks, score_chunks = [], []
+    chunks, score_chunks, group_chunks = [], [], []
     for start in range(0, n_tasks, chunk):
         batch = family.sample(min(chunk, n_tasks - start), shots=shots, queries=queries, generator=generator,
                               dtype=dtype).to(device)
         losses, scores = _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive)
         chunks.append(losses)
         score_chunks.append(scores)
+        group_chunks.append(batch.info.get("group"))
+    groups = None if any(g is None for g in group_chunks) else torch.cat(group_chunks).cpu().numpy()
     losses = torch.cat(chunks).double().cpu().numpy()
     # the recorded values: the losses themselves for regression, accuracies for classification
     values = losses if score is None else torch.cat(score_chunks).double().cpu().numpy()
@@ -252,7 +295,8 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                                ci95=np.array([c for _, c in stats]), losses=values,
                                label=label if label is not None else learner.name, metric=family.metric,
                                shots=shots if shots is not None else family.default_shots, alpha=alpha,
-                               diverged=diverged, transductive=bool(transductive), kept=kept)
+                               diverged=diverged, transductive=bool(transductive), kept=kept,
+                               groups=groups, group_names=tuple(getattr(family, "group_names", ())))
 
     diverged = 0
     if exclude_diverged == "by step":
@@ -276,6 +320,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                 f"adaptation diverged on {diverged} of {n_tasks} test tasks with α={alpha:g}, leaving too few "
                 f"for a confidence interval; use a smaller α (meta-training used α={learner.alpha:g})")
         losses, values = losses[~bad], values[~bad]
+        groups = None if groups is None else groups[~bad]
     if not np.isfinite(losses).all():
         bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
         n_bad = int((~np.isfinite(losses).all(1)).sum())

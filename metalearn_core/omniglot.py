@@ -13,16 +13,21 @@ alphabets) the split is:
 ====================  ==========================================================================  ==========
 split                 alphabets                                                                   characters
 ====================  ==========================================================================  ==========
-``"train"``           Balinese, Greek, Japanese_(katakana), Korean, Latin, Tagalog                178
+``"train"``           Balinese, Greek, Japanese_(katakana), Korean, Latin                         161
 ``"val"``             Early_Aramaic                                                               22
-``"test"``            Sanskrit                                                                    42
+``"test"``            Sanskrit, Tagalog                                                           59
 ====================  ==========================================================================  ==========
 
-Why these: val and test need at least 20 characters for 20-way episodes (Tagalog has 17, so it trains); the
-two largest alphabets (Japanese_(katakana) 47, Korean 40) give meta-training variety; Greek and Latin, whose
-letters resemble each other, stay together in training, so neither held-out alphabet is a near-copy of a
-training one. Greek and Latin are in both small archives but :func:`~metalearn_core.data.load_omniglot`
-keeps one copy, so every character belongs to exactly one split.
+Why these: validation needs 20 characters for 20-way episodes (Early_Aramaic has 22); a test figure must not
+rest on one alphabet, so two alphabets are held out for the 5-shot test (Tagalog's 17 characters suffice
+for 5-way episodes), and the 1-shot tests use :class:`OneShotRunTasks`, episodes drawn inside Lake et al.'s 20
+one-shot runs, whose characters come from 10 *evaluation* alphabets that no background character touches.
+Greek and Latin, whose letters resemble each other, stay together in training. Greek and Latin are in both
+small archives but :func:`~metalearn_core.data.load_omniglot` keeps one copy, so every character belongs to
+exactly one split.
+
+:data:`SPLITS_V1` is the earlier split (6 training alphabets, Sanskrit alone for testing) with which chapters
+6 and 8 ran their Omniglot comparisons; it stays until they are re-run under the cross-alphabet protocol.
 
 >>> from metalearn_core.data import load_omniglot
 >>> family = OmniglotTasks(load_omniglot(), "train", ways=5)          # doctest: +SKIP
@@ -43,6 +48,9 @@ from .errors import ConfigError, check_positive_int
 from .tasks import TaskBatch, TaskFamily
 
 __all__ = [
+    "SPLITS_V1",
+    "RUN_ALPHABETS",
+    "OneShotRunTasks",
     "TRAIN_ALPHABETS",
     "VAL_ALPHABETS",
     "TEST_ALPHABETS",
@@ -53,14 +61,26 @@ __all__ = [
     "accuracy",
 ]
 
-#: Meta-training alphabets of the small background sets (178 characters).
-TRAIN_ALPHABETS = ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin", "Tagalog")
-#: Meta-validation alphabet (22 characters): for choosing hyper-parameters and when to stop.
+#: Meta-training alphabets of the small background sets (161 characters).
+TRAIN_ALPHABETS = ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin")
+#: Meta-validation alphabet (22 characters): for choosing hyper-parameters and the checkpoint to keep.
 VAL_ALPHABETS = ("Early_Aramaic",)
-#: Meta-test alphabet (42 characters): reported once, at the end.
-TEST_ALPHABETS = ("Sanskrit",)
+#: Meta-test alphabets of the background sets (42 + 17 characters): the 5-shot tests, reported once, at the end.
+TEST_ALPHABETS = ("Sanskrit", "Tagalog")
 #: The default split of :class:`OmniglotTasks`, split name -> alphabets.
 SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_ALPHABETS, "val": VAL_ALPHABETS, "test": TEST_ALPHABETS}
+#: The earlier split (178 training characters with Tagalog, Sanskrit alone for testing) that chapters 6 and 8
+#: ran with; they pass it explicitly until they are re-run under the cross-alphabet protocol.
+SPLITS_V1: dict[str, tuple[str, ...]] = {
+    "train": ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin", "Tagalog"),
+    "val": ("Early_Aramaic",), "test": ("Sanskrit",)}
+#: The evaluation alphabet of each of the 20 official one-shot runs (two runs per alphabet), as listed in
+#: ``lake-evaluation/run_alphabets.txt`` of J. Valmadre's ``omniglot-eval`` repository; ``all_runs.zip`` itself
+#: does not name them.
+RUN_ALPHABETS = ("Atlantean", "Atlantean", "Ge_ez", "Ge_ez", "Glagolitic", "Glagolitic", "Gurmukhi", "Gurmukhi",
+                 "Kannada", "Kannada", "Malayalam", "Malayalam", "Manipuri", "Manipuri",
+                 "Old_Church_Slavonic_(Cyrillic)", "Old_Church_Slavonic_(Cyrillic)", "Tengwar", "Tengwar",
+                 "Tibetan", "Tibetan")
 
 
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -105,6 +125,11 @@ class OmniglotTasks(ImageEpisodes):
             A rotated class is rotated in both its support and its query images.
         splits: split name -> alphabets (default :data:`SPLITS`); every alphabet in ``images`` must be in
             exactly one split. Pass your own when loading other archives (e.g. the full sets).
+        within_alphabet: draw every episode's N characters from one alphabet (Lake et al.'s "within-alphabet"
+            episodes, harder than mixing scripts). Episodes then cycle through the split's alphabets from a
+            random start, so every alphabet gets its share, and ``info["group"]`` ``[B]`` holds each episode's
+            alphabet (an index into :attr:`group_names`): evaluation can then give an interval over alphabets
+            or report each alphabet's mean.
 
     :meth:`~metalearn_core.tasks.TaskFamily.sample` takes ``shots`` and ``queries`` **per class**
     (``shots + queries <= 20``, the drawings of a character) and returns a
@@ -128,7 +153,7 @@ class OmniglotTasks(ImageEpisodes):
     name = "omniglot"
 
     def __init__(self, images: OmniglotImages, split: str = "train", ways: int = 5, rotations: bool = False,
-                 splits: Mapping[str, Sequence[str]] | None = None):
+                 splits: Mapping[str, Sequence[str]] | None = None, within_alphabet: bool = False):
         if not isinstance(images, OmniglotImages):
             raise ConfigError(f"OmniglotTasks needs the OmniglotImages returned by load_omniglot(), got "
                               f"{type(images).__name__}")
@@ -166,6 +191,18 @@ class OmniglotTasks(ImageEpisodes):
         if self.ways > self.n_classes:
             raise ConfigError(f"ways={self.ways} but the {split!r} split has only {self.n_classes} classes "
                               f"({', '.join(self.alphabets)}); use ways <= {self.n_classes}")
+        if not isinstance(within_alphabet, bool):
+            raise ConfigError(f"within_alphabet must be True or False, got {within_alphabet!r}")
+        self.within_alphabet = within_alphabet
+        names = [images.alphabets[int(c)] for c in chars]
+        self.class_alphabets = torch.tensor([self.alphabets.index(a) for a in names], dtype=torch.long).repeat(n_rot)
+        self.group_names = self.alphabets if within_alphabet else ()
+        if within_alphabet:
+            sizes = {a: names.count(a) * n_rot for a in self.alphabets}
+            small = {a: n for a, n in sizes.items() if n < self.ways}
+            if small:
+                raise ConfigError(f"ways={self.ways} within one alphabet, but {', '.join(f'{a} has {n}' for a, n in small.items())} "
+                                  f"classes; use ways <= {min(sizes.values())} or within_alphabet=False")
         self.in_features = (1, images.size, images.size)
         self.out_features = self.ways
 
@@ -187,7 +224,15 @@ class OmniglotTasks(ImageEpisodes):
         n, k, q, s = self.ways, shots, queries, self.images.size
         # N distinct classes per episode, in random order: label j is the j-th class drawn, so the labelling
         # is a fresh random permutation in every episode.
-        classes = torch.rand(n_tasks, self.n_classes, generator=generator).argsort(1)[:, :n]       # [B, N]
+        keys = torch.rand(n_tasks, self.n_classes, generator=generator)
+        group = None
+        if self.within_alphabet:
+            # episode b uses alphabet (start + b) mod A: other alphabets' classes sort after all of its own
+            n_alpha = len(self.alphabets)
+            start = int(torch.randint(n_alpha, (1,), generator=generator))
+            group = (start + torch.arange(n_tasks)) % n_alpha
+            keys = keys + 2.0 * (self.class_alphabets[None, :] != group[:, None])
+        classes = keys.argsort(1)[:, :n]                                                            # [B, N]
         # K + Q distinct drawers per class: the first K are the support, the rest the query.
         picks = torch.rand(n_tasks, n, drawers, generator=generator).argsort(2)[:, :, :k + q]     # [B, N, K+Q]
         chars = self.class_characters[classes]
@@ -204,9 +249,87 @@ class OmniglotTasks(ImageEpisodes):
         y_query = self.episode_labels(n_tasks, n, q)
         info = {"classes": classes, "characters": chars, "rotations": turns,
                 "support_drawers": picks[:, :, :k], "query_drawers": picks[:, :, k:]}
+        if group is not None:
+            info["group"] = group
         return TaskBatch(x_support, y_support, x_query, y_query, info)
 
     def __repr__(self) -> str:
         rot = ", rotations=True" if self.rotations else ""
+        within = ", within_alphabet=True" if self.within_alphabet else ""
         return (f"OmniglotTasks(split={self.split!r}, ways={self.ways}, {self.n_classes} classes from "
-                f"{', '.join(self.alphabets)}{rot}, {self.images.size}x{self.images.size})")
+                f"{', '.join(self.alphabets)}{rot}{within}, {self.images.size}x{self.images.size})")
+
+
+class OneShotRunTasks(ImageEpisodes):
+    """N-way 1-shot test episodes drawn inside Lake et al.'s 20 official one-shot runs: a test across alphabets.
+
+    Each run holds 20 characters of one *evaluation* alphabet (two runs per alphabet, 10 alphabets, see
+    :data:`RUN_ALPHABETS`), each drawn twice: once among the run's training images and once among its test
+    items. An episode picks a run, N of its 20 characters in random order (label j is the j-th), and for each
+    character which of its two drawings is the support example; the other is the query. So every episode has
+    exactly one support and one query drawing per class (``shots = queries = 1``), and its characters all come
+    from one alphabet that no background character touches. Episodes cycle through the runs from a random
+    start, so 600 episodes give every run 30 and every alphabet 60.
+
+    ``info``: ``run`` ``[B]`` (index into the runs), ``group`` ``[B]`` (the run's alphabet, an index into
+    :attr:`group_names`), ``characters`` ``[B, N]`` (training-image index within the run) and
+    ``support_from_test`` ``[B, N]`` (whether the support drawing is the run's test item).
+
+    Args:
+        runs: from :func:`~metalearn_core.data.load_oneshot_runs`.
+        ways: N, 2..20.
+        alphabets: the alphabet of each run (default :data:`RUN_ALPHABETS`, for the official 20 runs).
+    """
+
+    name = "omniglot"
+    default_queries = 1
+    eval_queries = 1
+
+    def __init__(self, runs, ways: int = 5, alphabets: Sequence[str] | None = None):
+        runs = list(runs)
+        if not runs or not all(hasattr(r, "train") and hasattr(r, "answers") for r in runs):
+            raise ConfigError("OneShotRunTasks needs the list returned by load_oneshot_runs()")
+        alphabets = RUN_ALPHABETS if alphabets is None else tuple(alphabets)
+        if len(alphabets) != len(runs):
+            raise ConfigError(f"{len(runs)} runs but {len(alphabets)} alphabet names; give one alphabet per run "
+                              f"(alphabets=...) or load the official 20 runs")
+        n_chars = runs[0].train.shape[0]
+        self.ways = check_positive_int("ways (N)", ways, minimum=2, hint="a classification task needs two classes")
+        if self.ways > n_chars:
+            raise ConfigError(f"ways={self.ways} but a one-shot run holds only {n_chars} characters; use ways <= "
+                              f"{n_chars}")
+        pairs = []
+        for r in runs:
+            if sorted(r.answers.tolist()) != list(range(n_chars)) or r.test.shape[0] != n_chars:
+                raise ConfigError(f"{r.name} does not pair each of its {n_chars} training images with one test item")
+            test_of = torch.empty(n_chars, dtype=torch.long)
+            test_of[r.answers] = torch.arange(n_chars)
+            pairs.append(torch.stack([r.train, r.test[test_of]], 1))                   # [20, 2, 1, s, s]
+        self.images = torch.stack(pairs)                                                # [R, 20, 2, 1, s, s]
+        self.run_names = tuple(r.name for r in runs)
+        self.group_names = tuple(dict.fromkeys(alphabets))
+        self.run_groups = torch.tensor([self.group_names.index(a) for a in alphabets], dtype=torch.long)
+        size = self.images.shape[-1]
+        self.in_features = (1, size, size)
+        self.out_features = self.ways
+
+    def _sample(self, n_tasks, shots, queries, generator, dtype):
+        if shots != 1 or queries != 1:
+            raise ConfigError(f"every character of a one-shot run has exactly two drawings, so run episodes have "
+                              f"shots=1 and queries=1, got shots={shots}, queries={queries}; use OmniglotTasks "
+                              f"on the test alphabets for more shots")
+        n_runs, n_chars = self.images.shape[:2]
+        start = int(torch.randint(n_runs, (1,), generator=generator))
+        run = (start + torch.arange(n_tasks)) % n_runs                                                 # [B]
+        chars = torch.rand(n_tasks, n_chars, generator=generator).argsort(1)[:, :self.ways]          # [B, N]
+        flip = torch.randint(2, (n_tasks, self.ways), generator=generator)                           # [B, N]
+        x = self.images[run[:, None], chars].to(dtype)                                                # [B, N, 2, ...]
+        support = x.gather(2, flip.view(n_tasks, self.ways, 1, 1, 1, 1).expand(-1, -1, 1, *x.shape[3:]))[:, :, 0]
+        query = x.gather(2, (1 - flip).view(n_tasks, self.ways, 1, 1, 1, 1).expand(-1, -1, 1, *x.shape[3:]))[:, :, 0]
+        y = self.episode_labels(n_tasks, self.ways, 1)
+        info = {"run": run, "group": self.run_groups[run], "characters": chars, "support_from_test": flip.bool()}
+        return TaskBatch(support, y, query, y.clone(), info)
+
+    def __repr__(self) -> str:
+        return (f"OneShotRunTasks(ways={self.ways}, {len(self.run_names)} runs of {len(self.group_names)} "
+                f"evaluation alphabets, 1 shot and 1 query per class)")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .data import OmniglotImages
 from .errors import ConfigError, DataError, MetaLearnError, check_positive_int
-from .omniglot import ImageEpisodes, OmniglotTasks, accuracy, cross_entropy_loss
+from .omniglot import SPLITS_V1, ImageEpisodes, OmniglotTasks, accuracy, cross_entropy_loss
 from .tasks import TaskBatch, TaskFamily
 
 __all__ = ["PooledClasses", "omniglot_source", "load_digits", "split_per_class", "LabelledImageTasks",
@@ -73,13 +73,14 @@ class PooledClasses(TaskFamily):
 
 def omniglot_source(images: OmniglotImages, rotations: bool = True, drawers: slice | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training alphabets of chapter 7 as labelled images: ``(x [n, 1, s, s], y [n])``.
+    """The training alphabets of chapter 8 (those of :data:`~metalearn_core.omniglot.SPLITS_V1`, the split chapter 8
+    ran with) as labelled images: ``(x [n, 1, s, s], y [n])``.
 
     Class c is the character of :class:`~metalearn_core.omniglot.OmniglotTasks`' train split class c (with
     ``rotations``, the 4 quarter turns of each character are 4 classes: 178 characters give 712 classes);
     every class has all its drawings (or those picked by ``drawers``).
     """
-    split = OmniglotTasks(images, "train", ways=2, rotations=rotations)
+    split = OmniglotTasks(images, "train", ways=2, rotations=rotations, splits=SPLITS_V1)
     chars, turns = split.class_characters, split.class_rotations
     pics = images.images[chars] if drawers is None else images.images[chars][:, drawers]   # [C, D, s, s]
     x = pics.float() / 255

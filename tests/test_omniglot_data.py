@@ -273,7 +273,7 @@ def test_splits_are_by_alphabet_and_disjoint(images):
     assert set(TRAIN_ALPHABETS) | set(VAL_ALPHABETS) | set(TEST_ALPHABETS) == set(ALPHABET_SIZES)
     assert len(TRAIN_ALPHABETS) + len(VAL_ALPHABETS) + len(TEST_ALPHABETS) == len(ALPHABET_SIZES)
     chars = {s: set(OmniglotTasks(images, s).class_characters.tolist()) for s in SPLITS}
-    assert {s: len(c) for s, c in chars.items()} == {"train": 178, "val": 22, "test": 42}
+    assert {s: len(c) for s, c in chars.items()} == {"train": 161, "val": 22, "test": 59}
     assert not (chars["train"] & chars["val"] or chars["train"] & chars["test"] or chars["val"] & chars["test"])
     assert chars["train"] | chars["val"] | chars["test"] == set(range(242))
     for s, c in chars.items():
@@ -339,7 +339,7 @@ def test_same_seed_same_episode_different_seed_different(images):
 def test_rotations_are_new_classes_of_the_train_split_only(images):
     plain = OmniglotTasks(images, "train", ways=5)
     rotated = OmniglotTasks(images, "train", ways=5, rotations=True)
-    assert rotated.n_classes == 4 * plain.n_classes == 4 * 178 and rotated.n_characters == 178
+    assert rotated.n_classes == 4 * plain.n_classes == 4 * 161 and rotated.n_characters == 161
     assert plain.sample(50, seed=0).info["rotations"].eq(0).all()
     batch = rotated.sample(50, shots=2, queries=1, seed=0)
     turns = batch.info["rotations"]

@@ -38,7 +38,7 @@ from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95
 from ..inequality import MEASURES, describe_measure
 from ..models import MLP, Conv4
-from ..omniglot import OmniglotTasks, cross_entropy_loss
+from ..omniglot import SPLITS_V1, OmniglotTasks, cross_entropy_loss
 from ..results import read_results, results_dir, select, table_cells, text_table, write_results
 from ..tasks import SinusoidTasks, mse_loss
 from ..training import History, meta_train
@@ -162,7 +162,7 @@ def _family(spec: RunSpec, split: str = "train", images=None):
     from ..data import load_omniglot
 
     images = load_omniglot() if images is None else images
-    return OmniglotTasks(images, split, ways=5, rotations=(split == "train"))
+    return OmniglotTasks(images, split, ways=5, rotations=(split == "train"), splits=SPLITS_V1)
 
 
 def train(names: Iterable[str] | None = None, *, budget: str | None = None, seed: int = 0, root=None,
