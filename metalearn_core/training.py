@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .algorithms import MetaLearner
 from .budgets import Preset, preset, resolve_budget
 from .checkpoints import load_checkpoint, save_checkpoint
-from .errors import BLOWUP_FACTOR, DivergenceError, check_positive, check_positive_int
+from .errors import BLOWUP_FACTOR, CheckpointError, ConfigError, DivergenceError, check_positive, check_positive_int
 from .models import Params
 from .tasks import TaskFamily, make_generator
 
@@ -91,7 +91,8 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
                shots: int | None = None, queries: int | None = None, params: Params | None = None,
                log_every: int | None = None, callbacks: Iterable[Callback] = (), progress: bool = True,
                record_trajectory: bool = False, checkpoint: str | Path | None = None,
-               device: str | torch.device | None = None) -> TrainResult:
+               device: str | torch.device | None = None, resume: str | Path | None = None,
+               resume_every: float = 60.0) -> TrainResult:
     r"""Meta-train ``learner`` on tasks from ``family``; return a :class:`TrainResult`.
 
     Args:
@@ -110,6 +111,12 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
         checkpoint: if given, save the result there at the end (see :meth:`TrainResult.save`).
         device: where to compute (default: a CUDA GPU if there is one, else the CPU). Tasks are always
             sampled on the CPU, so a seed picks the same tasks on every device.
+        resume: a file for long runs. While training, the whole state (parameters, Adam's moments, the task
+            stream's random state, the history and the state of every callback that has ``state_dict()`` /
+            ``load_state_dict()``) is written there at a logging iteration at most every ``resume_every``
+            seconds; if the file exists when training starts, training continues from it, and the result is
+            the same as an uninterrupted run's. The file is removed when training finishes. A file written by
+            another run (other learner, family, budget settings or seed) is refused with a clear error.
 
     Raises:
         DivergenceError: the meta-loss became NaN or infinite; the message names α and β.
@@ -136,10 +143,23 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
     trajectory = [_snapshot(params)] if record_trajectory else None
     sums: dict[str, float] = {}
     count = 0
-    bar = tqdm(total=cfg.iterations, desc=learner.name, disable=not progress, leave=False, mininterval=0.5)
-    start = time.perf_counter()
+    callbacks = list(callbacks)
+    first = 1
+    fingerprint = {"learner": learner.describe(), "family": repr(family), "seed": seed, "shots": shots,
+                   "queries": queries, "parameters": {k: list(v.shape) for k, v in params.items()},
+                   "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}}
+    resume = None if resume is None else Path(resume)
+    if resume is not None and record_trajectory:
+        raise ConfigError("record_trajectory=True keeps every snapshot in memory, which a resume file does not "
+                          "hold: use one or the other")
+    if resume is not None and resume.is_file():
+        first = _load_resume(resume, fingerprint, params, opt, generator, history, callbacks) + 1
+    bar = tqdm(total=cfg.iterations, initial=first - 1, desc=learner.name, disable=not progress, leave=False,
+               mininterval=0.5)
+    start = time.perf_counter() - history.seconds
+    last_save = time.perf_counter()
     try:
-        for it in range(1, cfg.iterations + 1):
+        for it in range(first, cfg.iterations + 1):
             batch = family.sample(cfg.meta_batch, shots=shots, queries=queries, generator=generator).to(device)
             grads, metrics = learner.meta_gradient(params, batch)
             values = {k: float(v) for k, v in metrics.items()}
@@ -164,10 +184,15 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
                     trajectory.append(_snapshot(params))
                 if any(cb(it, means, params) is False for cb in callbacks):
                     break
+                if resume is not None and time.perf_counter() - last_save >= resume_every and it < cfg.iterations:
+                    _save_resume(resume, fingerprint, it, params, opt, generator, history, callbacks)
+                    last_save = time.perf_counter()
     finally:
         bar.close()
         for p in params.values():
             p.grad = None
+    if resume is not None and resume.is_file():
+        resume.unlink()
     history.seconds = time.perf_counter() - start
     history.steps_done = history.iterations[-1] if history.iterations else 0
     result = TrainResult(_snapshot(params), history, learner, family, cfg, budget,
@@ -175,6 +200,46 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
     if checkpoint is not None:
         result.save(checkpoint)
     return result
+
+
+def _save_resume(path: Path, fingerprint: dict, iteration: int, params: Params, opt, generator, history: History,
+                 callbacks) -> None:
+    state = {"format": "metalearn-resume-1", "fingerprint": fingerprint, "iteration": iteration,
+             "params": _snapshot(params), "optimizer": opt.state_dict(), "generator": generator.get_state(),
+             "history": history.to_dict(),
+             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)                    # never a half-written file, even if the run is killed while saving
+
+
+def _load_resume(path: Path, fingerprint: dict, params: Params, opt, generator, history: History,
+                 callbacks) -> int:
+    """Restore a run from ``path`` in place; return the last iteration it had done."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CheckpointError(f"cannot read the resume file {path} ({type(exc).__name__}); delete it to start "
+                              f"the run again from the beginning") from None
+    if not isinstance(state, dict) or state.get("format") != "metalearn-resume-1":
+        raise CheckpointError(f"{path} is not a resume file of meta_train; delete it or pass another resume=")
+    if state["fingerprint"] != fingerprint:
+        diff = [k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]]
+        raise CheckpointError(f"the resume file {path} belongs to another run (its {', '.join(diff)} differ); "
+                              f"delete it to start this run from the beginning, or pass another resume=")
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(state["params"][k].to(p.device))
+    opt.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    saved = History.from_dict(state["history"])
+    history.iterations, history.metrics = saved.iterations, saved.metrics
+    history.seconds, history.steps_done = saved.seconds, saved.steps_done
+    for cb, cb_state in zip(callbacks, state["callbacks"]):
+        if cb_state is not None and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(cb_state)
+    return int(state["iteration"])
 
 
 def _snapshot(params: Params) -> Params:
