@@ -268,17 +268,49 @@ class FOMAML(MAML):
 class Reptile(MetaLearner):
     r"""Reptile (Nichol et al., 2018): :math:`\phi \leftarrow \phi + \epsilon(\tilde\phi - \phi)`.
 
-    For each task, :math:`\tilde\phi_T` is the result of ``inner_steps`` full-batch gradient steps on all
-    of the task's examples (support and query together: Reptile has no separate query loss). The
-    "gradient" handed to the outer optimiser is :math:`\frac1B\sum_T(\phi - \tilde\phi_T)`; with plain SGD
-    and step size ε this is exactly Reptile's update, with Adam (the one training loop) it is the batched
-    Adam variant the paper also uses. With one inner step it equals α times the joint-training gradient.
+    For each task, :math:`\tilde\phi_T` is the result of ``inner_steps`` gradient steps on the task's examples
+    (support and query together: Reptile has no separate query loss). The "gradient" handed to the outer
+    optimiser is :math:`\frac1B\sum_T(\phi - \tilde\phi_T)`; with plain SGD and step size ε this is exactly
+    Reptile's update, with Adam (the one training loop) it is the batched Adam variant the paper also uses.
+    With one full-batch inner step it equals α times the joint-training gradient.
+
+    Args:
+        inner_batch: ``None`` (default): every inner step uses all of the task's examples (full batch). A
+            number b: each inner step uses the next b examples, as Nichol et al. ran Omniglot (e.g. 10 training
+            shots of 5 classes, mini-batches of 10, 5 steps: one pass over the task). The examples are taken
+            in a stratified order (first drawing of every class, then the second, ...), so each mini-batch
+            holds every class in turn; the order wraps around when the steps need more than one pass. Test-time
+            adaptation (:meth:`adapt`) stays full batch on the support set.
     """
 
     name = "Reptile"
 
+    def __init__(self, model: FunctionalModel, *, alpha: float = 0.01, inner_steps: int = 1,
+                 inner_batch: int | None = None, **kwargs):
+        super().__init__(model, alpha=alpha, inner_steps=inner_steps, **kwargs)
+        self.inner_batch = None if inner_batch is None else check_positive_int("inner_batch", inner_batch)
+
+    @staticmethod
+    def stratified_order(y: torch.Tensor) -> torch.Tensor:
+        """Indices that put one example of every class in turn: ``[c0, c1, ..., c0, c1, ...]`` for labels ``y``
+        ``[n]`` (each class keeps its own order)."""
+        y = y.reshape(y.shape[0], -1)[:, 0] if y.dim() > 1 else y
+        same = y[:, None] == y[None, :]
+        rank = torch.tril(same.to(torch.int64), diagonal=-1).sum(1)      # earlier examples of the same class
+        # n exceeds every label, so the key sorts by rank first, then by class; no data-dependent Python
+        # number is taken, so this also runs under vmap
+        return (rank * y.shape[0] + y.to(torch.int64)).argsort(stable=True)
+
+    def _adapt_minibatches(self, params, x, y):
+        n, b = x.shape[0], self.inner_batch
+        order = self.stratified_order(y)
+        for step in range(self.inner_steps):
+            idx = order[(torch.arange(b) + step * b) % n]
+            params = self.inner_step(params, x[idx], y[idx])
+        return params
+
     def _difference(self, params, x, y):
-        adapted = self.adapt(params, x, y)
+        adapted = self.adapt(params, x, y) if self.inner_batch is None else self._adapt_minibatches(params, x, y)
         diff = {k: params[k] - adapted[k] for k in params}
         return diff, self.task_loss(params, x, y), self.task_loss(adapted, x, y)
 
@@ -287,6 +319,14 @@ class Reptile(MetaLearner):
         diff, before, after = self._map_tasks(self._difference, params, x, y)
         grads = {k: v.mean(0) for k, v in diff.items()}
         return grads, {"loss": after.mean(), "loss_before": before.mean()}
+
+    def hyperparameters(self) -> dict:
+        out = super().hyperparameters()
+        return out if self.inner_batch is None else {**out, "inner_batch": self.inner_batch}
+
+    def describe(self) -> str:
+        text = super().describe()
+        return text if self.inner_batch is None else text[:-1] + f", mini-batches of {self.inner_batch})"
 
 
 class JointTraining(MetaLearner):
