@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where results and checkpoints go (default: the repository's results/)")
     rep.add_argument("--no-explorer", action="store_true", help="skip the grid of the meta-training explorer")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument("--jobs", type=int, default=None, metavar="N",
+                     help="omniglot: networks trained at a time, one thread each (default 2, as the shipped ones)")
     rep.add_argument("--reuse", action="store_true",
                      help="evaluate existing checkpoints of this budget and seed instead of retraining them")
 
@@ -68,8 +70,9 @@ def main(argv=None) -> int:
             return 0
         exp = get_experiment(args.experiment)
         if args.command == "reproduce":
+            extra = {} if args.jobs is None else {"jobs": args.jobs}
             exp.reproduce(args.budget, args.seed, args.results, explorer=not args.no_explorer,
-                          progress=not args.no_progress, reuse=args.reuse)
+                          progress=not args.no_progress, reuse=args.reuse, **extra)
         else:
             if args.tasks is not None and args.tasks < 2:
                 raise MetaLearnError(f"--tasks must be at least 2 (a confidence interval needs two tasks), "

@@ -29,7 +29,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .budgets import BUDGETS
 from .errors import ConfigError
@@ -112,11 +112,18 @@ def _key(row: dict) -> tuple:
     return tuple(row.get(k) for k in _KEY)
 
 
-def write_results(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    """Validate ``rows`` and merge them into the file at ``path`` (see the module docstring); return it."""
+def write_results(path: str | os.PathLike, rows: Iterable[dict], *,
+                  replace: Callable[[dict], bool] | None = None) -> Path:
+    """Validate ``rows`` and merge them into the file at ``path`` (see the module docstring); return it.
+
+    ``replace(row)``: rows already in the file for which it is true are dropped first, e.g. every row of the
+    budget and seed being re-run, so that no row of an earlier protocol survives beside the new ones.
+    """
     path = Path(path)
     new = [validate_row(r) for r in rows]
     old = read_results(path) if path.is_file() else []
+    if replace is not None:
+        old = [r for r in old if not replace(r)]
     keys = {_key(r) for r in new}
     merged = [r for r in old if _key(r) not in keys] + new
     merged.sort(key=lambda r: (r["experiment"], r["budget"], r["seed"], r.get("test_seed", 0), r["setting"],

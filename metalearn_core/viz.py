@@ -19,17 +19,21 @@ import io
 import itertools
 import json
 import uuid
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .errors import ConfigError, MetaLearnError
 
+if TYPE_CHECKING:                      # only for the annotations; torch is imported where it is used
+    import torch
+
 __all__ = ["COLORS", "log_y", "new_figure", "message_figure", "plot_adaptation_curves", "plot_learning_curves",
            "plot_sinusoid_tasks", "plot_adapted_functions",
            "plot_characters", "plot_episode", "plot_misclassified", "plot_oneshot_run", "html_table", "figure_to_data_uri", "static_explorer", "live_explorer",
-           "plot_learned_rates", "plot_update_rule", "plot_finetune_curves", "plot_embedding_projection"]
+           "plot_learned_rates", "plot_update_rule", "plot_finetune_curves", "plot_embedding_projection",
+           "plot_validation_curves"]
 
 COLORS = {"MAML": "C0", "FOMAML": "C1", "Reptile": "C2", "JointTraining": "C3", "pre-trained": "C3",
           "ProtoNet": "C4"}
@@ -581,4 +585,35 @@ def plot_embedding_projection(projections: Mapping[str, Sequence], labels: Seque
     axes[-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
     if title:
         fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_validation_curves(curves: Mapping[str, dict], *, title: str | None = None,
+                           styles: Mapping[str, dict] | None = None):
+    """Validation accuracy while training, against meta-training iterations (left) and against wall-clock minutes
+    (right: what each minute of a laptop bought), one line per network. Each curve is a dict with ``iterations``,
+    ``minutes`` and ``accuracy`` (percent) and optionally ``best_iteration``, the kept checkpoint, which is
+    circled. ``styles`` optionally gives matplotlib keywords per name (colour, line style)."""
+    fig, (ax1, ax2) = new_figure(ncols=2, width=4.8, height=3.6)
+    if not curves:
+        return message_figure("No validation curves to draw", title or "Validation while training")
+    for i, (name, v) in enumerate(curves.items()):
+        style = {"color": _color(name, i), "marker": "o", "ms": 2.5, "lw": 1.3, **(styles or {}).get(name, {})}
+        acc = np.asarray(v["accuracy"], dtype=float)
+        ax1.plot(v["iterations"], acc, label=name, **style)
+        if v.get("minutes"):
+            ax2.plot(v["minutes"], acc, label=name, **style)
+        best = v.get("best_iteration")
+        if best in v["iterations"]:
+            j = v["iterations"].index(best)
+            ax1.plot([best], [acc[j]], "o", ms=8, mfc="none", mec=style["color"])
+            if v.get("minutes"):
+                ax2.plot([v["minutes"][j]], [acc[j]], "o", ms=8, mfc="none", mec=style["color"])
+    ax1.set_xlabel("meta-training iteration")
+    ax2.set_xlabel("training minutes (two cores, two networks at a time)")
+    ax1.set_ylabel("validation accuracy (%)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax2.legend(fontsize=7, ncol=1, loc="lower right")
+    fig.suptitle(title or "Validation accuracy while training (circled: the checkpoint kept)", fontsize=10)
     return fig

@@ -393,8 +393,11 @@ def test_a_model_for_another_number_of_ways_is_refused_by_meta_train(images):
 def test_omniglot_budget_presets():
     quick, cpu, full = (ml.preset("omniglot", b) for b in ml.BUDGETS)
     assert (full.iterations, full.meta_batch, full.outer_lr, full.width) == (60_000, 32, 1e-3, 64)
-    assert quick.iterations < cpu.iterations < full.iterations and quick.width < cpu.width < full.width
+    assert quick.iterations < cpu.iterations < full.iterations and quick.width < cpu.width == full.width == 64
     assert ml.preset("omniglot_20way", "full").meta_batch == 16
+    # the papers' budgets at full: Reptile 100,000 / 200,000 iterations of 5 episodes
+    assert (ml.preset("omniglot_reptile", "full").iterations, ml.preset("omniglot_reptile20", "full").iterations) == \
+        (100_000, 200_000)
     assert ml.preset("sinusoid", "cpu").width is None
 
 

@@ -24,20 +24,23 @@ section. :func:`oneshot_rows` scores the 20-way models on the 20 official one-sh
 from __future__ import annotations
 
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from ..algorithms import MetaLearner, ProtoNet, make_learner
 from ..budgets import preset, resolve_budget
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data import OmniglotImages, load_omniglot, load_oneshot_runs, score_oneshot
-from ..errors import CheckpointError, ConfigError
-from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95
+from ..errors import CheckpointError, ConfigError, check_positive_int
+from ..evaluation import AdaptationCurve, adaptation_curve, group_mean_ci95, mean_ci95
 from ..models import Conv4
-from ..omniglot import OmniglotTasks, cross_entropy_loss
+from ..omniglot import (RUN_ALPHABETS, TEST_ALPHABETS, TRAIN_ALPHABETS, VAL_ALPHABETS, OmniglotTasks,
+                        OneShotRunTasks, cross_entropy_loss)
 from ..results import read_results, results_dir, select, text_table, write_results
 from ..training import History, meta_train
 from .runs import SpecModel, checkpoint_file, select_runs
@@ -46,7 +49,9 @@ __all__ = ["EXPERIMENT", "SETTINGS", "PUBLISHED", "ONESHOT_PUBLISHED", "RunSpec"
            "checkpoint_path", "results_path", "oneshot_path", "train", "load_models", "evaluate_models",
            "oneshot_rows", "predict_episode", "misclassified", "reproduce", "evaluate", "reproduce_oneshot",
            "evaluate_oneshot", "PUBLISHED_PROTOCOL", "table", "html_table", "oneshot_table", "oneshot_html_table",
-           "shipped_rows", "shipped_oneshot_rows", "TRAIN_QUERIES", "EVAL_QUERIES"]
+           "shipped_rows", "shipped_oneshot_rows", "TRAIN_QUERIES", "EVAL_QUERIES", "resume_path", "test_family",
+           "ValidationCheck", "paired_differences", "paired_rows", "paired_html_table", "PAIRS", "PAIRED",
+           "pair_result_rows", "pairs_table", "shipped_pairs"]
 
 EXPERIMENT = "omniglot"
 ONESHOT = "oneshot"
@@ -56,23 +61,27 @@ SETTINGS = {"5-way 1-shot": (5, 1), "5-way 5-shot": (5, 5), "20-way 1-shot": (20
 TRAIN_QUERIES = 5
 #: query drawings per class in test episodes
 EVAL_QUERIES = 15
-#: the setting whose episodes are also predicted non-transductively (the BatchNorm section of chapter 7)
-NON_TRANSDUCTIVE_SETTING = "5-way 1-shot"
 
-#: Published test accuracies (%) on Omniglot, full background set (1200 characters) and 64-filter networks:
-#: Finn et al. 2017 (MAML, first-order MAML: transductive), Nichol et al. 2018 (Reptile, non-transductive),
-#: Snell et al. 2017 (Prototypical Networks).
+#: Published test accuracies (%) on Omniglot (Vinyals et al.'s split: 1,200 training characters drawn from all 50
+#: alphabets, with rotations; 64-filter networks), keyed by (method, setting, protocol): Finn et al. 2017 (MAML, first-order MAML; their code feeds all
+#: queries of an episode together, transductive), Nichol et al. 2018 (Reptile, both protocols), Snell et al.
+#: 2017 (Prototypical Networks; their code normalises with running averages at test time, so no query influences
+#: another: non-transductive).
 PUBLISHED = {
-    ("MAML", "5-way 1-shot"): 98.7, ("MAML", "5-way 5-shot"): 99.9, ("MAML", "20-way 1-shot"): 95.8,
-    ("FOMAML", "5-way 1-shot"): 98.3, ("FOMAML", "5-way 5-shot"): 99.2, ("FOMAML", "20-way 1-shot"): 89.4,
-    ("Reptile", "5-way 1-shot"): 95.39, ("Reptile", "5-way 5-shot"): 98.90, ("Reptile", "20-way 1-shot"): 88.14,
-    ("ProtoNet", "5-way 1-shot"): 98.8, ("ProtoNet", "5-way 5-shot"): 99.7, ("ProtoNet", "20-way 1-shot"): 96.0,
+    ("MAML", "5-way 1-shot", "transductive"): 98.7, ("MAML", "5-way 5-shot", "transductive"): 99.9,
+    ("MAML", "20-way 1-shot", "transductive"): 95.8,
+    ("FOMAML", "5-way 1-shot", "transductive"): 98.3, ("FOMAML", "5-way 5-shot", "transductive"): 99.2,
+    ("FOMAML", "20-way 1-shot", "transductive"): 89.4,
+    ("Reptile", "5-way 1-shot", "transductive"): 97.68, ("Reptile", "5-way 5-shot", "transductive"): 99.48,
+    ("Reptile", "20-way 1-shot", "transductive"): 89.43,
+    ("Reptile", "5-way 1-shot", "non-transductive"): 95.39, ("Reptile", "5-way 5-shot", "non-transductive"): 98.90,
+    ("Reptile", "20-way 1-shot", "non-transductive"): 88.14,
+    ("ProtoNet", "5-way 1-shot", "non-transductive"): 98.8, ("ProtoNet", "5-way 5-shot", "non-transductive"): 99.7,
+    ("ProtoNet", "20-way 1-shot", "non-transductive"): 96.0,
 }
 
-#: How each paper's published numbers were predicted: MAML's code feeds all queries together (transductive);
-#: Nichol et al. define and report Reptile non-transductively; ProtoNets' code normalises with running
-#: averages at test time (``model.eval()``), so no query influences another either.
-PUBLISHED_PROTOCOL = {"MAML": "transductive", "FOMAML": "transductive", "Reptile": "non-transductive",
+#: How each paper predicted its queries (see :data:`PUBLISHED`); Reptile reported both.
+PUBLISHED_PROTOCOL = {"MAML": "transductive", "FOMAML": "transductive", "Reptile": "both",
                       "ProtoNet": "non-transductive"}
 
 #: Lake, Salakhutdinov & Tenenbaum (2015): error (%) on the 20 official 20-way one-shot runs.
@@ -89,42 +98,52 @@ ONESHOT_PUBLISHED = {
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One network the experiment trains.
+    """One network the experiment trains, with its paper's protocol.
 
     Attributes:
         method: ``"MAML"``, ``"FOMAML"``, ``"Reptile"`` or ``"ProtoNet"`` (the name in the tables).
         algorithm: the learner's registry name (:func:`~metalearn_core.algorithms.make_learner`).
         ways: N of the training episodes (and of the network's head, for the gradient-based methods).
+        shots: support drawings per class in training episodes (Reptile: all its drawings, it has no query).
         alpha: inner learning rate α (training and test).
         inner_steps: inner steps in meta-training, as in the papers; a budget preset can lower it for MAML
             and first-order MAML (``Preset.inner_steps``).
         test_steps: inner steps at test time.
         settings: the test settings (keys of :data:`SETTINGS`) this network is evaluated in.
         experiment: the preset table of its budgets.
-        meta_batch_divisor: the budget's meta-batch is divided by this (Reptile, whose 5 inner steps on every
-            example of an episode cost more, takes half the episodes per step).
-        budget_steps: whether ``Preset.inner_steps`` applies (MAML, FOMAML; never Reptile, for which one inner
-            step would be joint training).
+        budget_steps: whether ``Preset.inner_steps`` applies (MAML, FOMAML at 20-way).
+        inner_batch: Reptile's inner mini-batch (``None``: full batch).
+        label: the run's name when the method and ways alone do not tell it apart.
+        departures: how this run departs from its paper at the ``cpu`` budget (beyond the training length,
+            which every table states), for the tables' "differs from the paper" column.
     """
 
     method: str
     algorithm: str
     ways: int
+    shots: int
     alpha: float
     inner_steps: int
     test_steps: int
     settings: tuple[str, ...]
     experiment: str
-    meta_batch_divisor: int = 1
     budget_steps: bool = False
+    inner_batch: int | None = None
+    label: str | None = None
+    departures: str = ""
 
     @property
     def name(self) -> str:
-        return self.method if self.algorithm == "protonet" else f"{self.method} {self.ways}-way"
+        return self.label or (self.method if self.algorithm == "protonet" else f"{self.method} {self.ways}-way")
 
     @property
     def slug(self) -> str:
         return self.name.lower().replace(" ", "-")
+
+    @property
+    def queries(self) -> int:
+        """Query drawings per class in training episodes (Reptile: 1, counted among its ``shots``)."""
+        return 1 if self.algorithm == "reptile" else TRAIN_QUERIES
 
     def train_steps(self, budget: str | None) -> int:
         cap = preset(self.experiment, budget).inner_steps
@@ -141,29 +160,41 @@ class RunSpec:
             return ProtoNet(model, ways=ways or self.ways)
         if ways is not None and ways != self.ways:
             raise ConfigError(f"{self.name} has a {self.ways}-way head and cannot classify {ways}-way episodes")
+        extra = {} if self.inner_batch is None else {"inner_batch": self.inner_batch}
         return make_learner(self.algorithm, model, alpha=self.alpha, inner_steps=self.train_steps(budget),
-                            loss=cross_entropy_loss)
+                            loss=cross_entropy_loss, **extra)
 
 
-_5 = ("5-way 1-shot", "5-way 5-shot")
+_1 = ("5-way 1-shot",)
+_5 = ("5-way 5-shot",)
 _20 = ("20-way 1-shot",)
-#: The seven networks. α and steps: MAML's paper (5-way α=0.4, 1 step in training, 3 at test; 20-way α=0.1,
-#: 5 steps); Reptile here adapts by plain gradient steps like the others (α=0.1, 5 steps in training, 10 at
-#: test) where Nichol et al. used Adam in the inner loop.
+#: The nine networks. MAML and first-order MAML as Finn et al. (5-way α=0.4, 1 step in training, 3 at test,
+#: one network per number of shots; 20-way α=0.1, 5 steps). Reptile as Nichol et al. (10 training shots, inner
+#: mini-batches, 50 test steps; one network serves 1 and 5 shots), with plain gradient steps α=0.1 where they used
+#: Adam in the inner loop. Prototypical Networks as Snell et al. (60-way 1-shot episodes).
 RUNS = (
-    RunSpec("MAML", "maml", 5, 0.4, 1, 3, _5, "omniglot"),
-    RunSpec("MAML", "maml", 20, 0.1, 5, 5, _20, "omniglot_20way", budget_steps=True),
-    RunSpec("FOMAML", "fomaml", 5, 0.4, 1, 3, _5, "omniglot"),
-    RunSpec("FOMAML", "fomaml", 20, 0.1, 5, 5, _20, "omniglot_20way", budget_steps=True),
-    RunSpec("Reptile", "reptile", 5, 0.1, 5, 10, _5, "omniglot", meta_batch_divisor=2),
-    RunSpec("Reptile", "reptile", 20, 0.1, 5, 10, _20, "omniglot_20way", meta_batch_divisor=2),
-    RunSpec("ProtoNet", "protonet", 20, 0.01, 0, 0, tuple(SETTINGS), "omniglot_protonet"),
+    RunSpec("MAML", "maml", 5, 1, 0.4, 1, 3, _1, "omniglot", departures="meta-batch 8 (32)"),
+    RunSpec("MAML", "maml", 5, 5, 0.4, 1, 3, _5, "omniglot_5shot", label="MAML 5-way 5-shot",
+            departures="meta-batch 8 (32)"),
+    RunSpec("MAML", "maml", 20, 1, 0.1, 5, 5, _20, "omniglot_20way", budget_steps=True,
+            departures="1 training step (5); meta-batch 4 (16)"),
+    RunSpec("FOMAML", "fomaml", 5, 1, 0.4, 1, 3, _1, "omniglot", departures="meta-batch 8 (32)"),
+    RunSpec("FOMAML", "fomaml", 5, 5, 0.4, 1, 3, _5, "omniglot_5shot", label="FOMAML 5-way 5-shot",
+            departures="meta-batch 8 (32)"),
+    RunSpec("FOMAML", "fomaml", 20, 1, 0.1, 5, 5, _20, "omniglot_20way", budget_steps=True,
+            departures="1 training step (5); meta-batch 4 (16)"),
+    RunSpec("Reptile", "reptile", 5, 10, 0.1, 5, 50, _1 + _5, "omniglot_reptile", inner_batch=10,
+            departures="inner SGD, α=0.1 (Adam); outer Adam (SGD)"),
+    RunSpec("Reptile", "reptile", 20, 10, 0.1, 10, 50, _20, "omniglot_reptile20", inner_batch=20,
+            departures="inner SGD, α=0.1 (Adam); outer Adam (SGD); full-batch test steps (batches of 10)"),
+    RunSpec("ProtoNet", "protonet", 60, 1, 0.01, 0, 0, _1 + _5 + _20, "omniglot_protonet",
+            departures="5-shot: the 1-shot network (a 5-shot one)"),
 )
 METHODS = ("MAML", "FOMAML", "Reptile", "ProtoNet")
 
 
 def _specs(names: Iterable[str] | None) -> list[RunSpec]:
-    """Runs by name (``"MAML 5-way"``, slug ``maml-5-way``) or by method (``"MAML"``: both of its networks)."""
+    """Runs by name (``"MAML 5-way"``, slug ``maml-5-way``) or by method (``"MAML"``: all of its networks)."""
     return select_runs(RUNS, names, lambda s: (s.name.lower(), s.slug, s.method.lower()), what="Omniglot run",
                        listing=f"{', '.join(s.name for s in RUNS)} (or a method: {', '.join(METHODS)})")
 
@@ -189,12 +220,19 @@ def checkpoint_path(name: str, budget: str = "cpu", seed: int = 0, root=None) ->
     return checkpoint_file(EXPERIMENT, _spec(name).slug, budget, seed, root)
 
 
+def resume_path(name: str, budget: str = "cpu", seed: int = 0, root=None) -> Path:
+    """Where an interrupted training run of ``name`` keeps its state (see ``meta_train(resume=...)``)."""
+    path = checkpoint_path(name, budget, seed, root)
+    return path.with_name(path.stem + ".resume")
+
+
 class TrainedModel(SpecModel):
     """A trained network: its run (``spec``, a :class:`RunSpec`), learner, parameters, training record and
     validation curve.
 
-    ``validation`` holds ``{"iterations": [...], "accuracy": [...], "ci95": [...]}`` (percent), the accuracy on
-    episodes of the validation alphabet measured during training, after the run's test-time steps.
+    ``validation`` holds ``{"iterations": [...], "minutes": [...], "accuracy": [...], "ci95": [...],
+    "best_iteration": i}`` (percent), the accuracy on episodes of the validation alphabet measured while it
+    trained, after the run's test-time steps; the parameters are those of ``best_iteration``.
     """
 
     @property
@@ -207,8 +245,10 @@ class TrainedModel(SpecModel):
 
     def __repr__(self) -> str:
         where = f", from {self.path.name}" if self.path else ""
+        best = self.validation.get("best_iteration")
+        kept = f", kept iteration {best}" if best is not None else ""
         return (f"TrainedModel({self.name}: {self.learner.describe()}, width {self.learner.model.width}, "
-                f"{self.history.steps_done} iterations in {self.history.seconds / 60:.1f} min, "
+                f"{self.history.steps_done} iterations in {self.history.seconds / 60:.1f} min{kept}, "
                 f"{self.ms_per_step:.0f} ms/step{where})")
 
 
@@ -216,40 +256,96 @@ def _images(data_dir=None) -> OmniglotImages:
     return load_omniglot(data_dir=data_dir)
 
 
-def _validation_callback(spec: RunSpec, learner: MetaLearner, images: OmniglotImages, budget: str,
-                         every: int, record: dict, episodes: int) -> Callable:
-    """A training callback measuring accuracy on validation episodes every ``every`` iterations."""
-    family = OmniglotTasks(images, "val", ways=spec.ways)
-    eval_learner = spec.learner(budget, ways=spec.ways, model=learner.model)
+class ValidationCheck:
+    """A training callback: accuracy on validation episodes every ``every`` iterations, keeping the best
+    parameters (the checkpoint a run ships is the one that did best on validation, never on test).
 
-    def callback(iteration, metrics, params):
-        if iteration % every and iteration != record["last"]:
+    The episodes are the same at every check (a fixed stream), so the curve moves only with the network.
+    Has ``state_dict()`` / ``load_state_dict()``, so an interrupted run resumes with its curve and best so far.
+    """
+
+    def __init__(self, spec: RunSpec, learner: MetaLearner, images: OmniglotImages, budget: str, every: int,
+                 last: int, episodes: int):
+        self.spec, self.every, self.last, self.episodes = spec, every, last, episodes
+        shots = SETTINGS[spec.settings[0]][1]
+        ways = SETTINGS[spec.settings[0]][0]
+        self.shots = shots
+        self.family = OmniglotTasks(images, "val", ways=ways)
+        self.learner = spec.learner(budget, ways=ways if spec.algorithm == "protonet" else None,
+                                    model=learner.model)
+        self.record = {"iterations": [], "minutes": [], "accuracy": [], "ci95": [], "best_iteration": None,
+                       "ways": ways, "shots": shots, "episodes": episodes}
+        self.best = None
+        self.best_accuracy = -1.0
+        self.start = time.perf_counter()
+        self.offset_minutes = 0.0
+
+    def __call__(self, iteration, metrics, params):
+        if iteration % self.every and iteration != self.last:
             return None
-        curve = adaptation_curve(eval_learner, params, family, steps=spec.test_steps, shots=1,
-                                 queries=TRAIN_QUERIES, n_tasks=episodes, seed=10_000,
+        curve = adaptation_curve(self.learner, params, self.family, steps=self.spec.test_steps, shots=self.shots,
+                                 queries=TRAIN_QUERIES, n_tasks=self.episodes, seed=10_000,
                                  exclude_diverged=True)
-        mean, ci = curve.at(spec.test_steps)
-        record["iterations"].append(iteration)
-        record["accuracy"].append(round(100 * mean, 3))
-        record["ci95"].append(round(100 * ci, 3))
+        mean, ci = curve.at(self.spec.test_steps)
+        minutes = self.offset_minutes + (time.perf_counter() - self.start) / 60
+        self.record["iterations"].append(iteration)
+        self.record["minutes"].append(round(minutes, 3))
+        self.record["accuracy"].append(round(100 * mean, 3))
+        self.record["ci95"].append(round(100 * ci, 3))
+        if mean > self.best_accuracy:
+            self.best_accuracy = mean
+            self.best = {k: v.detach().cpu().clone() for k, v in params.items()}
+            self.record["best_iteration"] = iteration
         return None
 
-    return callback
+    def state_dict(self) -> dict:
+        return {"record": self.record, "best": self.best, "best_accuracy": self.best_accuracy,
+                "minutes": self.offset_minutes + (time.perf_counter() - self.start) / 60}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.record, self.best, self.best_accuracy = state["record"], state["best"], state["best_accuracy"]
+        self.offset_minutes, self.start = state["minutes"], time.perf_counter()
+
+
+def _train_in_worker(name: str, budget: str, seed: int, root, data_dir) -> str:
+    """One network in a worker process of :func:`train` (``jobs > 1``), on one thread."""
+    torch.set_num_threads(1)
+    train([name], budget=budget, seed=seed, root=root, data_dir=data_dir, progress=False,
+          log=lambda line: print(line, flush=True))
+    return name
 
 
 def train(names: Iterable[str] | None = None, *, budget: str | None = None, seed: int = 0, root=None,
-          data_dir=None, progress: bool = True, save: bool = True, reuse: bool = False,
+          data_dir=None, progress: bool = True, save: bool = True, reuse: bool = False, jobs: int = 1,
           log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
     """Meta-train the runs ``names`` (default: all of :data:`RUNS`) and save their checkpoints.
 
-    Every run checks its accuracy on validation episodes (the validation alphabet, 1-shot) ten times while it
-    trains; the curve is saved in the checkpoint. With ``reuse=True`` a run whose checkpoint (same budget and
-    seed) already exists is loaded, not retrained.
+    Every run checks its accuracy on validation episodes (the validation alphabet, in its headline setting)
+    about twelve times while it trains and keeps the parameters that did best there; the curve is saved in the
+    checkpoint. An interrupted run resumes from its last saved state (``<checkpoint>.resume``, written about
+    every minute) when this is called again. With ``reuse=True`` a run whose checkpoint (same budget and seed)
+    already exists is loaded, not retrained. ``jobs > 1`` trains that many networks at a time, each in its own
+    process on one thread (how the shipped ``cpu`` networks were trained, two at a time: on a CPU, small
+    convolutions use one core each better than two; a network trained on one thread is the same whichever
+    process trains it).
     """
     budget = resolve_budget(budget)
+    specs = _specs(names)
+    jobs = check_positive_int("jobs", jobs)
+    if jobs > 1 and save and len(specs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        todo = [s.name for s in specs if not (reuse and checkpoint_path(s.name, budget, seed, root).is_file())]
+        log(f"  training {len(todo)} network(s), {jobs} at a time, one thread each")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in pool.map(_train_in_worker, todo, [budget] * len(todo), [seed] * len(todo),
+                                 [root] * len(todo), [data_dir] * len(todo)):
+                log(f"  {done}: trained")
+        return load_models([s.name for s in specs], budget=budget, seed=seed, root=root)
     images = _images(data_dir)
     out = {}
-    for spec in _specs(names):
+    for spec in specs:
         path = checkpoint_path(spec.name, budget, seed, root)
         if reuse and path.is_file():
             out.update(load_models([spec.name], budget=budget, seed=seed, root=root))
@@ -257,25 +353,24 @@ def train(names: Iterable[str] | None = None, *, budget: str | None = None, seed
         cfg = preset(spec.experiment, budget)
         learner = spec.learner(budget)
         family = OmniglotTasks(images, "train", ways=spec.ways, rotations=True)
-        meta_batch = max(1, cfg.meta_batch // spec.meta_batch_divisor)
-        record = {"iterations": [], "accuracy": [], "ci95": [], "last": cfg.iterations}
-        every = max(1, cfg.iterations // 10)
+        every = max(1, cfg.iterations // 12)
         every = max(cfg.log_every, every - every % cfg.log_every)
-        val = _validation_callback(spec, learner, images, budget, every, record, max(20, cfg.eval_tasks // 6))
-        log(f"  {spec.name}: {learner.describe()}, Conv4 width {cfg.width}, {cfg.iterations} iterations × "
-            f"{meta_batch} episodes")
+        val = ValidationCheck(spec, learner, images, budget, every, cfg.iterations, max(20, cfg.eval_tasks // 6))
+        resume = resume_path(spec.name, budget, seed, root) if save else None
+        again = " (resuming)" if resume is not None and resume.is_file() else ""
+        log(f"  {spec.name}{again}: {learner.describe()}, Conv4 width {cfg.width}, {cfg.iterations} iterations × "
+            f"{cfg.meta_batch} episodes of {spec.ways}-way {spec.shots}-shot")
         result = meta_train(learner, family, budget=budget, seed=seed, experiment=spec.experiment,
-                            meta_batch=meta_batch, shots=1, queries=TRAIN_QUERIES, callbacks=[val],
-                            progress=progress)
-        record.pop("last")
-        metadata = dict(result.metadata(), run=spec.name, method=spec.method, ways=spec.ways,
-                        test_steps=spec.test_steps, meta_batch=meta_batch, validation=record,
+                            shots=spec.shots - (1 if spec.algorithm == "reptile" else 0), queries=spec.queries,
+                            callbacks=[val], progress=progress, resume=resume)
+        params = val.best if val.best is not None else result.params
+        metadata = dict(result.metadata(), run=spec.name, method=spec.method, ways=spec.ways, shots=spec.shots,
+                        test_steps=spec.test_steps, meta_batch=cfg.meta_batch, validation=val.record,
                         width=cfg.width)
         if save:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(path, result.params, model=learner.model, metadata=metadata)
-        out[spec.name] = TrainedModel(spec, learner, result.params, result.history, metadata,
-                                      path if save else None)
+            save_checkpoint(path, params, model=learner.model, metadata=metadata)
+        out[spec.name] = TrainedModel(spec, learner, params, result.history, metadata, path if save else None)
     return out
 
 
@@ -297,25 +392,55 @@ def load_models(names: Iterable[str] | None = None, *, budget: str = "cpu", seed
         learner = spec.learner(budget)
         ckpt = load_checkpoint(path, learner.model)
         saved = ckpt.metadata.get("learner", {})
-        if saved.get("algorithm") != learner.name or ckpt.metadata.get("ways") != spec.ways:
+        redo = f"re-create it with `python -m metalearn_core reproduce omniglot --budget {budget} --seed {seed}`"
+        if (saved.get("algorithm") != learner.name or ckpt.metadata.get("ways") != spec.ways
+                or ckpt.metadata.get("shots") != spec.shots):
             raise CheckpointError(
-                f"{path} holds a {saved.get('algorithm', 'unknown')} {ckpt.metadata.get('ways')}-way network, not "
-                f"{spec.name}: re-create it with `python -m metalearn_core reproduce omniglot --budget {budget} "
-                f"--seed {seed}`")
+                f"{path} holds a {saved.get('algorithm', 'unknown')} {ckpt.metadata.get('ways')}-way "
+                f"{ckpt.metadata.get('shots')}-shot network, not {spec.name}: {redo}")
+        trained_on = str(ckpt.metadata.get("family", ""))
+        leaked = [a for a in TEST_ALPHABETS + VAL_ALPHABETS if a in trained_on]
+        if leaked or not all(a in trained_on for a in TRAIN_ALPHABETS):
+            raise CheckpointError(
+                f"{path} was trained on other alphabets ({trained_on or 'not recorded'}), "
+                + (f"including the held-out {', '.join(leaked)}, " if leaked else "")
+                + f"so testing it on the held-out alphabets would not be a test: {redo}")
         out[spec.name] = TrainedModel(spec, learner, ckpt.params,
                                       History.from_dict(ckpt.metadata.get("history", {})), ckpt.metadata, path)
     return out
 
 
+def test_family(setting: str, images: OmniglotImages | None = None, runs=None):
+    """The test episodes of ``setting``: inside the 20 one-shot runs (10 evaluation alphabets) for 1-shot,
+    within one of the two held-out background alphabets (Sanskrit, Tagalog) for 5-shot, which the runs cannot
+    give (each of their characters has only two drawings)."""
+    ways, shots = SETTINGS[setting]
+    if shots == 1:
+        return OneShotRunTasks(load_oneshot_runs() if runs is None else runs, ways=ways)
+    return OmniglotTasks(_images() if images is None else images, "test", ways=ways, within_alphabet=True)
+
+
 def _row(m: TrainedModel, setting: str, curve: AdaptationCurve, step: int, test_seed: int, shots: int,
          experiment: str = EXPERIMENT, published=None, **extra) -> dict:
-    mean, ci = curve.at(step)
+    mean, ci_tasks = curve.at(step)
+    n_kept, _ = curve.tasks_at(step)
+    by_alphabet = curve.by_group(step)
+    n_alpha = len(by_alphabet)
+    if n_alpha >= 3:
+        mean, ci, _ = curve.over_groups(step)          # the mean of the alphabets' means, with its interval
+        over = "alphabets"
+    else:
+        ci, over = ci_tasks, "episodes"
     return {"experiment": experiment, "algorithm": m.spec.method, "setting": setting, "metric": "accuracy",
-            "steps": step, "mean": round(100 * mean, 4), "ci95": round(100 * ci, 4), "n_tasks": curve.n_tasks,
-            "diverged_tasks": curve.diverged, "budget": m.metadata.get("budget", "quick"),
+            "steps": step, "mean": round(100 * mean, 4), "ci95": round(100 * ci, 4), "ci_over": over,
+            "episode_ci95": round(100 * ci_tasks, 4), "n_tasks": n_kept,
+            "test_alphabets": n_alpha, "per_alphabet": {k: round(100 * v, 2) for k, v in by_alphabet.items()},
+            "diverged_tasks": curve.tasks_at(step)[1], "budget": m.metadata.get("budget", "quick"),
             "seed": int(m.metadata.get("seed", 0)), "test_seed": test_seed, "alpha": m.spec.alpha,
             "shots": shots, "ways": SETTINGS[setting.split(",")[0]][0], "run": m.name,
-            "iterations": m.history.steps_done, "width": m.learner.model.width,
+            "train_ways": m.spec.ways, "train_shots": m.spec.shots,
+            "iterations": m.history.steps_done, "best_iteration": m.validation.get("best_iteration"),
+            "width": m.learner.model.width, "departures": m.spec.departures,
             "ms_per_step": round(m.ms_per_step, 1), "train_seconds": round(m.history.seconds, 1),
             "published": published, **extra}
 
@@ -324,41 +449,98 @@ def evaluate_models(models: dict[str, TrainedModel], *, images: OmniglotImages |
                     n_tasks: int | None = None, test_seed: int = 0, settings: Sequence[str] | None = None,
                     non_transductive: bool = True, progress: bool = True
                     ) -> tuple[list[dict], dict[tuple[str, str], AdaptationCurve]]:
-    """Accuracy curves of every network in each of its settings on test-alphabet episodes, and their rows.
+    """Accuracy curves of every network in each of its settings on the test episodes, and their rows.
 
-    ``n_tasks`` defaults to the budget's number of test episodes (600 at ``cpu``). Episodes come from the test
-    stream ``test_seed``; every method sees the same episodes in a setting. Accuracies are in percent. With
-    ``non_transductive`` the episodes of :data:`NON_TRANSDUCTIVE_SETTING` are also predicted one query at a
-    time (setting ``"5-way 1-shot, non-transductive"``). Returns ``(rows, curves)``, curves keyed by
-    ``(setting, run name)``.
+    1-shot settings are tested inside the 20 one-shot runs (10 evaluation alphabets; the interval is over
+    alphabets), 5-shot on the held-out background alphabets (see :func:`test_family`). ``n_tasks`` defaults to
+    the run's budget (600 episodes at ``cpu``, fewer for the slow Reptile and 20-way networks). Episodes come
+    from the test stream ``test_seed``, so every method sees the same episodes in a setting (a network tested on
+    fewer sees the first ones): :func:`paired_differences` compares them episode by episode. Accuracies are in
+    percent. With ``non_transductive``, the 1-shot episodes are also predicted one query at a time (settings
+    ``"... , non-transductive"``). Returns ``(rows, curves)``, curves keyed by ``(setting, run name)``.
     """
     from tqdm import tqdm
 
     images = _images() if images is None else images
     wanted = list(SETTINGS) if settings is None else list(settings)
+    runs = load_oneshot_runs() if any(SETTINGS[s][1] == 1 for s in wanted) else None
     jobs = []
     for m in models.values():
         for setting in m.spec.settings:
             if setting in wanted:
                 jobs.append((m, setting, True))
-                if non_transductive and setting == NON_TRANSDUCTIVE_SETTING:
+                if non_transductive and SETTINGS[setting][1] == 1:
                     jobs.append((m, setting, False))
     rows, curves = [], {}
     for m, setting, transductive in tqdm(jobs, desc="test episodes", disable=not progress, leave=False):
         ways, shots = SETTINGS[setting]
         n = n_tasks if n_tasks is not None else preset(m.spec.experiment, m.metadata.get("budget")).eval_tasks
-        family = OmniglotTasks(images, "test", ways=ways)
+        family = test_family(setting, images, runs)
         curve = adaptation_curve(m.learner_for(ways), m.params, family, steps=m.spec.test_steps, shots=shots,
-                                 queries=EVAL_QUERIES, n_tasks=n, seed=test_seed, label=m.name,
-                                 exclude_diverged=True, transductive=transductive)
+                                 queries=family.eval_queries, n_tasks=n, seed=test_seed, label=m.name,
+                                 exclude_diverged="by step", transductive=transductive)
         label = setting if transductive else f"{setting}, non-transductive"
         curves[label, m.name] = curve
         final = m.spec.test_steps
-        for s in range(final + 1):
-            rows.append(_row(m, label, curve, s, test_seed, shots,
-                             published=PUBLISHED.get((m.spec.method, setting)) if s == final and transductive
-                             else None, final=(s == final), transductive=transductive))
+        protocol = "transductive" if transductive else "non-transductive"
+        shown = sorted({0, min(1, final), final} | ({5, 10} if final > 10 else set()))
+        published = PUBLISHED.get((m.spec.method, setting, protocol))
+        published_protocol = protocol if published is not None else None
+        if published is None and transductive and shots > 1:
+            # 5-shot episodes are predicted transductively only (15 queries a class, one at a time, at every
+            # step would cost minutes): show the other protocol's published number, marked as such
+            other = "non-transductive"
+            published = PUBLISHED.get((m.spec.method, setting, other))
+            published_protocol = other if published is not None else None
+        for s in shown:
+            rows.append(_row(m, label, curve, s, test_seed, shots, published=published if s == final else None,
+                             published_protocol=published_protocol if s == final else None,
+                             final=(s == final), transductive=transductive))
     return rows, curves
+
+
+def paired_differences(curves: dict, setting: str, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+    """Paired differences of accuracy (percentage points) between networks tested on the same episodes.
+
+    For each ``(a, b)`` of run names, the difference a − b after each network's test steps on every episode both
+    kept, averaged within each alphabet; the interval is over alphabets when there are at least three (the
+    runs' 10), else over episodes. Returns dicts with ``a``, ``b``, ``setting``, ``mean``, ``ci95``, ``ci_over``,
+    ``n_tasks``, ``n_alphabets`` and ``verdict`` (``"a better"``, ``"b better"`` or ``"no clear difference"``).
+    """
+    out = []
+    for a, b in pairs:
+        ca, cb = curves.get((setting, a)), curves.get((setting, b))
+        if ca is None or cb is None:
+            continue
+        n = min(ca.n_tasks, cb.n_tasks)
+        for c in (ca, cb):
+            if c.kept is None and c.diverged:
+                raise ConfigError(f"{c.label}'s curve dropped {c.diverged} diverged episodes, so its episodes no "
+                                  f"longer line up with another curve's: evaluate with exclude_diverged='by step'")
+        if ca.n_tasks != cb.n_tasks and n % 20:
+            raise ConfigError(f"{a} and {b} were tested on {ca.n_tasks} and {cb.n_tasks} episodes; the first {n} "
+                              f"are shared only when {n} is a multiple of the 20 episodes drawn at a time")
+        if ca.groups is not None and cb.groups is not None and not np.array_equal(ca.groups[:n], cb.groups[:n]):
+            raise ConfigError(f"{a} and {b} were not tested on the same episodes (their alphabets differ): "
+                              f"evaluate both with the same test seed and setting")
+        sa, sb = len(ca.steps) - 1, len(cb.steps) - 1
+        keep = np.ones(n, dtype=bool)
+        for c, s in ((ca, sa), (cb, sb)):
+            if c.kept is not None:
+                keep &= c.kept[:n, s]
+        diff = 100 * (ca.losses[:n, sa] - cb.losses[:n, sb])[keep]
+        groups = ca.groups[:n][keep] if ca.groups is not None else None
+        n_groups = 0 if groups is None else len(np.unique(groups))
+        if n_groups >= 3:
+            mean, ci, _ = group_mean_ci95(diff, groups)
+            over = "alphabets"
+        else:
+            mean, ci = mean_ci95(diff)
+            over = "episodes"
+        verdict = "no clear difference" if abs(mean) <= ci else (f"{a} better" if mean > 0 else f"{b} better")
+        out.append({"a": a, "b": b, "setting": setting, "mean": round(mean, 3), "ci95": round(ci, 3),
+                    "ci_over": over, "n_tasks": int(keep.sum()), "n_alphabets": n_groups, "verdict": verdict})
+    return out
 
 
 def predict_episode(m: TrainedModel, batch, index: int = 0, transductive: bool = True) -> torch.Tensor:
@@ -416,6 +598,7 @@ def oneshot_rows(models: dict[str, TrainedModel], *, runs=None) -> tuple[list[di
                      "budget": "cpu" if m is None else m.metadata.get("budget", "quick"),
                      "seed": 0 if m is None else int(m.metadata.get("seed", 0)), "test_seed": 0,
                      "run_errors": [round(100 * e, 2) for e in score.run_errors],
+                     "test_alphabets": len(set(RUN_ALPHABETS[:len(score.run_errors)])),
                      "iterations": None if m is None else m.history.steps_done})
 
     def nearest_pixels(train, test):
@@ -440,23 +623,33 @@ def oneshot_rows(models: dict[str, TrainedModel], *, runs=None) -> tuple[list[di
 # ---- command-line entry points ----------------------------------------------------------------------------
 
 def reproduce(budget: str | None = None, seed: int = 0, root=None, *, progress: bool = True, reuse: bool = False,
-              log: Callable[[str], None] = print, **_) -> dict[str, Path]:
-    """Train the seven networks, evaluate them and write ``results/omniglot.json`` and ``results/oneshot.json``.
+              jobs: int = 2, log: Callable[[str], None] = print, **_) -> dict[str, Path]:
+    """Train the nine networks, evaluate them and write ``results/omniglot.json`` (with the paired differences)
+    and ``results/oneshot.json``.
 
-    Returns the paths written. Rows of other budgets and seeds already in the files are kept. With
-    ``reuse=True``, networks whose checkpoints exist are evaluated without retraining.
+    Returns the paths written. Rows of other budgets and seeds already in the files are kept. A network whose
+    training was interrupted resumes from its last saved state. With ``reuse=True``, networks whose checkpoints
+    exist are evaluated without retraining. ``jobs``: networks trained at a time, one thread each (the shipped
+    ``cpu`` networks were trained two at a time; see :func:`train`).
     """
     budget = resolve_budget(budget)
     log(f"Omniglot, budget {budget!r}, seed {seed}, torch {torch.__version__} with {torch.get_num_threads()} "
         f"thread(s) on {platform.machine()}")
-    models = train(budget=budget, seed=seed, root=root, progress=progress, reuse=reuse, log=log)
+    models = train(budget=budget, seed=seed, root=root, progress=progress, reuse=reuse, jobs=jobs, log=log)
     for m in models.values():
         log(f"  {m!r}")
-    rows, _ = evaluate_models(models, test_seed=0, progress=progress)
-    paths = {"results": write_results(results_path(root), rows)}
+    rows, curves = evaluate_models(models, test_seed=0, progress=progress)
+    pairs = paired_rows(curves)
+
+    def this_run(r):                       # every earlier row of this budget and seed goes: one protocol per file
+        return r["budget"] == budget and r["seed"] == seed and r.get("test_seed", 0) == 0
+
+    paths = {"results": write_results(results_path(root), rows + pair_result_rows(pairs, models, 0),
+                                      replace=this_run)}
     log(table(rows))
+    log(pairs_table(pairs))
     one, _ = oneshot_rows(models)
-    paths["one-shot runs"] = write_results(oneshot_path(root), one)
+    paths["one-shot runs"] = write_results(oneshot_path(root), one, replace=this_run)
     log(oneshot_table(one))
     paths.update({f"checkpoint {n}": m.path for n, m in models.items() if m.path})
     for what, p in paths.items():
@@ -485,10 +678,11 @@ def evaluate(seed: int = 0, tasks: int | None = None, *, budget: str = "cpu", tr
              log: Callable[[str], None] = print, progress: bool = False) -> list[dict]:
     """Re-evaluate the checkpoints of ``budget`` / ``train_seed`` on fresh test episodes from stream ``seed``."""
     models = load_models(budget=budget, seed=train_seed, root=root)
-    rows, _ = evaluate_models(models, n_tasks=tasks, test_seed=seed, progress=progress)
+    rows, curves = evaluate_models(models, n_tasks=tasks, test_seed=seed, progress=progress)
     log(f"Omniglot checkpoints ({budget!r} budget, training seed {train_seed}) on fresh test episodes of the "
-        f"test alphabet (test seed {seed}):")
+        f"held-out alphabets (test seed {seed}):")
     log(table(rows))
+    log(pairs_table(paired_rows(curves)))
     return rows
 
 
@@ -506,46 +700,56 @@ def evaluate_oneshot(seed: int = 0, tasks: int | None = None, *, budget: str = "
 
 # ---- tables ---------------------------------------------------------------------------------------------
 
-TABLE_TITLE = ("query accuracy (%) on test-alphabet episodes, mean ± 95% CI, after the test-time steps "
-               "[published, full background set, in brackets]")
+TABLE_TITLE = ("query accuracy (%) on test episodes from held-out alphabets, mean ± 95% CI, after the test-time "
+               "steps, beside the published number of the same protocol")
 
 
 def _final(rows: Sequence[dict]) -> list[dict]:
     return [r for r in rows if r.get("final", True) and r["experiment"] == EXPERIMENT]
 
 
+def _fmt_published(p: float) -> str:
+    return f"{p:.2f}" if round(p, 1) != p else f"{p:.1f}"
+
+
 def table_cells(rows: Sequence[dict], digits: int = 1) -> tuple[list[str], list[list[str]]]:
-    """``(header, lines)``: one line per method, one column per setting (final step), published in brackets."""
+    """``(header, lines)``: one line per method, setting and prediction protocol (final step): ours with its
+    interval, the published number of the same protocol (``*`` where only the other protocol's was published),
+    how the network was trained and how that differs from its paper."""
     rows = _final(rows)
-    settings = [s for s in list(SETTINGS) + [f"{NON_TRANSDUCTIVE_SETTING}, non-transductive"]
-                if any(r["setting"] == s for r in rows)]
-    methods = [m for m in METHODS if any(r["algorithm"] == m for r in rows)]
-    head = ["method"] + settings
+    head = ["setting", "method", "protocol", "ours", "paper", "trained", "differs from the paper"]
     lines = []
-    for method in methods:
-        cells = [method]
-        for s in settings:
-            found = [r for r in rows if r["algorithm"] == method and r["setting"] == s]
-            if not found:
-                cells.append("–")
-                continue
-            r = found[0]
-            cell = f"{r['mean']:.{digits}f} ± {r['ci95']:.{digits}f}" + ("†" if r.get("diverged_tasks") else "")
-            if r.get("published") is not None:
-                p = r["published"]
-                cell += f" [{p:.2f}" if round(p, 1) != p else f" [{p:.1f}"
-                cell += "*]" if PUBLISHED_PROTOCOL.get(method) == "non-transductive" else "]"
-            cells.append(cell)
-        lines.append(cells)
+    for setting in SETTINGS:
+        for method in METHODS:
+            for transductive in (True, False):
+                label = setting if transductive else f"{setting}, non-transductive"
+                found = [r for r in rows if r["algorithm"] == method and r["setting"] == label]
+                if not found:
+                    continue
+                r = found[0]
+                ours = f"{r['mean']:.{digits}f} ± {r['ci95']:.{digits}f}" + ("†" if r.get("diverged_tasks") else "")
+                paper = "–"
+                if r.get("published") is not None:
+                    paper = _fmt_published(r["published"])
+                    if r.get("published_protocol") not in (None, "transductive" if transductive else
+                                                           "non-transductive"):
+                        paper += "*"
+                trained = (f"{r.get('train_ways', '?')}-way {r.get('train_shots', '?')}-shot, "
+                           f"{r['iterations']:,} it., {r.get('train_seconds', 0) / 60:.0f} min")
+                lines.append([setting, method, "transductive" if transductive else "one query at a time",
+                              ours, paper, trained, r.get("departures") or "–"])
     return head, lines
 
 
-TABLE_NOTES = ("Brackets: the published accuracy (full background set, 64 filters, the papers' budgets). "
-               "* marks a published number predicted non-transductively (Reptile: Nichol et al.; ProtoNets: "
-               "running BatchNorm averages at test time); the others (MAML, FOMAML) fed all queries together, "
-               "as our first three columns do.",
-               "± is the 95% interval over the test episodes of one trained network (training seed 0): it "
-               "does not cover the variation between training seeds.")
+TABLE_NOTES = ("1-shot: episodes drawn inside Lake et al.'s 20 one-shot runs (10 evaluation alphabets, none seen in "
+               "training); ± is the 95% interval over the 10 alphabets' means, so it covers how much the score changes "
+               "from one alphabet to another. 5-shot: episodes within the two held-out background alphabets "
+               "(Sanskrit, Tagalog; ± over episodes: two alphabets cannot give an interval over alphabets).",
+               "Paper: 1,200 training characters from all 50 alphabets (ours: 161 from five), 64 filters, the "
+               "papers' budgets; * the "
+               "published number is of the other protocol (5-shot episodes are predicted transductively only). "
+               "'differs' lists departures beyond the training length, with the paper's value in brackets. One "
+               "trained network per row (training seed 0): ± does not cover the variation between training seeds.")
 
 
 def table(rows: Sequence[dict], digits: int = 1) -> str:
@@ -553,7 +757,7 @@ def table(rows: Sequence[dict], digits: int = 1) -> str:
     head, lines = table_cells(rows, digits)
     if not lines:
         return "(no rows)"
-    return "\n".join([TABLE_TITLE, text_table(head, lines, align_left=1), *TABLE_NOTES])
+    return "\n".join([TABLE_TITLE, text_table(head, lines, align_left=3), *TABLE_NOTES])
 
 
 def html_table(rows: Sequence[dict], digits: int = 1, caption=None):
@@ -561,11 +765,70 @@ def html_table(rows: Sequence[dict], digits: int = 1, caption=None):
     from .. import viz
 
     head, lines = table_cells(rows, digits)
-    return viz.html_table(head, lines, caption=caption or TABLE_TITLE, align_left=1, notes=TABLE_NOTES)
+    return viz.html_table(head, lines, caption=caption or TABLE_TITLE, align_left=3, notes=TABLE_NOTES)
+
+
+PAIRED = "omniglot-paired"
+
+
+def pair_result_rows(pairs: Sequence[dict], models: dict, test_seed: int) -> list[dict]:
+    """Paired differences as rows of ``results/omniglot.json`` (experiment ``"omniglot-paired"``, algorithm
+    ``"a − b"``, mean and ci95 in percentage points)."""
+    out = []
+    for p in pairs:
+        m = models[p["a"]]
+        out.append({"experiment": PAIRED, "algorithm": f"{p['a']} − {p['b']}", "setting": p["setting"],
+                    "metric": "accuracy", "steps": 0, "mean": p["mean"], "ci95": p["ci95"],
+                    "n_tasks": p["n_tasks"], "budget": m.metadata.get("budget", "quick"),
+                    "seed": int(m.metadata.get("seed", 0)), "test_seed": test_seed, "a": p["a"], "b": p["b"],
+                    "ci_over": p["ci_over"], "test_alphabets": p["n_alphabets"], "verdict": p["verdict"]})
+    return out
+
+
+def pairs_table(pairs: Sequence[dict]) -> str:
+    """The paired differences as text."""
+    lines = [[p["setting"], f"{p['a']} − {p['b']}", f"{p['mean']:+.1f} ± {p['ci95']:.1f}",
+              f"{p['n_tasks']} / {p['n_alphabets']}", p["verdict"]] for p in pairs]
+    if not lines:
+        return "(no paired differences)"
+    return "\n".join(["paired differences (points) on the same episodes, mean ± 95% CI",
+                      text_table(["setting", "a − b", "points", "episodes / alphabets", "verdict"], lines,
+                                 align_left=2)])
+
+
+PAIRS = {"5-way 1-shot": (("MAML 5-way", "FOMAML 5-way"), ("MAML 5-way", "Reptile 5-way"),
+                          ("ProtoNet", "MAML 5-way")),
+         "5-way 5-shot": (("MAML 5-way 5-shot", "FOMAML 5-way 5-shot"), ("MAML 5-way 5-shot", "Reptile 5-way"),
+                          ("ProtoNet", "MAML 5-way 5-shot")),
+         "20-way 1-shot": (("MAML 20-way", "FOMAML 20-way"), ("MAML 20-way", "Reptile 20-way"),
+                           ("ProtoNet", "MAML 20-way"))}
+
+
+def paired_rows(curves: dict, settings: Sequence[str] | None = None) -> list[dict]:
+    """The paired differences of :data:`PAIRS` (percentage points) in each setting, from the curves of
+    :func:`evaluate_models` (see :func:`paired_differences`)."""
+    out = []
+    for setting in (SETTINGS if settings is None else settings):
+        out += paired_differences(curves, setting, PAIRS[setting])
+    return out
+
+
+def paired_html_table(pairs: Sequence[dict], caption=None):
+    """Paired differences as a table: who is ahead, by how much, on how many shared episodes."""
+    from .. import viz
+
+    head = ["setting", "difference", "points, a − b", "over", "verdict"]
+    lines = [[p["setting"], f"{p['a']} − {p['b']}", f"{p['mean']:+.1f} ± {p['ci95']:.1f}",
+              f"{p['n_tasks']} episodes, {p['n_alphabets']} alphabets", p["verdict"]] for p in pairs]
+    return viz.html_table(head, lines, caption=caption or "paired differences on the same test episodes "
+                          "(transductive, after each network's test steps), mean ± 95% CI", align_left=2,
+                          notes=("The interval is over alphabets (of the per-alphabet mean differences) where "
+                                 "there are 10, over episodes for the two 5-shot alphabets. 'no clear "
+                                 "difference': the interval contains 0.",))
 
 
 ONESHOT_TITLE = "error (%) on the 20 official 20-way one-shot runs: ours and Lake et al. (2015)"
-ONESHOT_NOTES = ("Ours: trained on 6 alphabets (178 characters) of the two minimal background sets; ± is the 95% "
+ONESHOT_NOTES = ("Ours: trained on 5 alphabets (161 characters) of the two minimal background sets; ± is the 95% "
                  "interval over the 20 runs. Each network is scored once, in both prediction protocols.",)
 
 
@@ -599,7 +862,16 @@ def oneshot_html_table(rows: Sequence[dict], caption=None):
 
 def shipped_rows(budget: str = "cpu", seed: int = 0, root=None) -> list[dict]:
     """Rows of ``results/omniglot.json`` for one training budget and seed (test seed 0)."""
-    return select(read_results(results_path(root)), budget=budget, seed=seed, test_seed=0)
+    return select(read_results(results_path(root)), experiment=EXPERIMENT, budget=budget, seed=seed, test_seed=0)
+
+
+def shipped_pairs(budget: str = "cpu", seed: int = 0, root=None) -> list[dict]:
+    """The paired differences stored in ``results/omniglot.json`` (see :func:`pair_result_rows`), as returned by
+    :func:`paired_differences`."""
+    rows = select(read_results(results_path(root)), experiment=PAIRED, budget=budget, seed=seed, test_seed=0)
+    return [{"a": r["a"], "b": r["b"], "setting": r["setting"], "mean": r["mean"], "ci95": r["ci95"],
+             "ci_over": r["ci_over"], "n_tasks": r["n_tasks"], "n_alphabets": r["test_alphabets"],
+             "verdict": r["verdict"]} for r in rows]
 
 
 def shipped_oneshot_rows(budget: str = "cpu", seed: int = 0, root=None) -> list[dict]:
