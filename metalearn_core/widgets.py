@@ -23,7 +23,6 @@ plot when a setting diverges.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Mapping, Sequence
 
 import numpy as np

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import importlib
-import math
 import re
 from dataclasses import dataclass
 from typing import Callable
