@@ -44,6 +44,8 @@ class Preset:
             ``cpu``); ``None`` keeps the paper's. Read by the experiment code, like ``width``.
         blocks: basic blocks per stage of a :class:`~metalearn_core.models.ResNet` (chapter 8: ``(1, 1, 1, 1)`` on
             a CPU, ResNet-18's ``(2, 2, 2, 2)`` at ``full``); ``None`` where there is no ResNet.
+        val_tasks: validation episodes per check while training, where the experiment validates (Omniglot);
+            ``None``: a sixth of ``eval_tasks``, at least 20.
     """
 
     iterations: int
@@ -54,6 +56,7 @@ class Preset:
     width: int | None = None
     inner_steps: int | None = None
     blocks: tuple[int, ...] | None = None
+    val_tasks: int | None = None
 
 
 PRESETS: dict[str, dict[str, Preset]] = {
@@ -80,8 +83,8 @@ PRESETS: dict[str, dict[str, Preset]] = {
     # 60,000 iterations of 32 five-way episodes (MAML, FOMAML) or 16 twenty-way episodes with 5 second-order
     # inner steps (Finn et al., 2017); Reptile 100,000 / 200,000 iterations of 5 episodes (Nichol et al., 2018);
     # ProtoNets 60-way episodes (Snell et al., 2017). `cpu` is what one two-core machine trained for the shipped
-    # networks, two at a time (one thread each), every network in 9-23 minutes (the whole reproduction about
-    # an hour and a quarter, plus the tests):
+    # networks, two at a time (one thread each), every network in 10-30 minutes (the whole reproduction about
+    # an hour and a half, plus the tests):
     # meta-batches of 8 five-way episodes, 20-way MAML with one inner step in training (0.8 s a step at width 64
     # against 1.8 s with five), Reptile and ProtoNets with the papers' episodes but a few hundred to a thousand
     # steps. That is 1-3% of the papers' episodes; chapter 7 shows each validation curve and says which have not
@@ -109,16 +112,19 @@ PRESETS: dict[str, dict[str, Preset]] = {
     },
     # Reptile as Nichol et al. ran Omniglot: meta-batches of 5 episodes with 10 training shots per class, inner
     # mini-batches (10 examples for 5 steps at 5-way, 20 for 10 steps at 20-way), 50 test steps. At width 64 a
-    # 5-way step takes about 0.55 s on two cores and a 20-way step 2.1 s: 25 and 50 sequential inner steps.
+    # 5-way step takes about 0.55 s on two cores and a 20-way step 2.1 s: 25 and 50 sequential inner steps. Testing
+    # takes 50 steps on every episode, so `cpu` tests Reptile on fewer episodes (200 and 60, still every run).
     "omniglot_reptile": {
         "quick": Preset(iterations=10, meta_batch=2, outer_lr=1e-3, eval_tasks=20, log_every=5, width=8),
-        "cpu": Preset(iterations=1_000, meta_batch=5, outer_lr=1e-3, eval_tasks=300, log_every=25, width=64),
+        "cpu": Preset(iterations=1_000, meta_batch=5, outer_lr=1e-3, eval_tasks=200, log_every=25, width=64,
+                      val_tasks=50),
         "full": Preset(iterations=100_000, meta_batch=5, outer_lr=1e-3, eval_tasks=1000, log_every=500,
                        width=64),
     },
     "omniglot_reptile20": {
         "quick": Preset(iterations=10, meta_batch=2, outer_lr=1e-3, eval_tasks=20, log_every=5, width=8),
-        "cpu": Preset(iterations=300, meta_batch=5, outer_lr=1e-3, eval_tasks=100, log_every=10, width=64),
+        "cpu": Preset(iterations=50, meta_batch=5, outer_lr=1e-3, eval_tasks=60, log_every=10, width=64,
+                      val_tasks=20),
         "full": Preset(iterations=200_000, meta_batch=5, outer_lr=1e-3, eval_tasks=1000, log_every=500,
                        width=64),
     },

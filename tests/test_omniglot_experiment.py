@@ -161,6 +161,25 @@ def test_evaluation_rows_follow_the_schema_and_settings(trained, images):
     assert "one query at a time" in omniglot.html_table(rows).data
 
 
+def test_targets_table_reads_the_rows_it_names(trained, images):
+    _, models = trained
+    rows, _ = omniglot.evaluate_models(models, images=images, n_tasks=20, settings=["5-way 1-shot"], progress=False)
+    one, _ = omniglot.oneshot_rows(models)
+    lines = {line[0]: line for line in omniglot.targets_rows(rows, one, models)}
+    assert set(lines) == {"MAML, 5-way 1-shot", "ProtoNet, 5-way 1-shot", "best error on the 20 one-shot runs"}
+    maml = next(r for r in rows if r["run"] == "MAML 5-way" and r["setting"] == "5-way 1-shot" and r["final"])
+    assert lines["MAML, 5-way 1-shot"][2].startswith(f"{maml['mean']:.1f} ±")
+    assert lines["MAML, 5-way 1-shot"][3] == ("yes" if maml["mean"] >= 95 else "no")
+    proto = next(r for r in one if r["algorithm"] == "ProtoNet" and r["setting"].endswith("non-transductive"))
+    assert "ProtoNet" in lines["best error on the 20 one-shot runs"][2] or proto["mean"] >= min(
+        r["mean"] for r in one if not r["algorithm"].startswith("nearest"))
+    # the full budget's hours scale the measured step by the papers' meta-batch and iterations
+    m = models["MAML 5-way"]
+    full, quick = ml.preset("omniglot", "full"), ml.preset("omniglot", "quick")
+    assert omniglot.full_budget_hours(m) == pytest.approx(
+        m.ms_per_step * full.meta_batch / quick.meta_batch * full.iterations / 3.6e6)
+
+
 def test_test_episodes_span_alphabets_and_intervals_cover_them(trained, images):
     """1-shot rows rest on the 10 evaluation alphabets of the one-shot runs with an interval over alphabets;
     5-shot rows on the two held-out background alphabets."""
