@@ -54,9 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate the checkpoints trained at this budget (default cpu: the shipped ones)")
     ev.add_argument("--train-seed", type=int, default=0, help="evaluate the checkpoints of this training seed")
     ev.add_argument("--results", default=None, metavar="DIR", help="where the checkpoints are")
+    ev.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="omniglot: test curves computed at a time, one process and thread each (default 2)")
 
     sub.add_parser("list", help="list the experiments")
     return ap
+
+
+def _jobs(fn, args) -> dict:
+    """``{"jobs": N}`` when ``--jobs`` was given and the experiment's command takes it."""
+    import inspect
+
+    if args.jobs is None:
+        return {}
+    if "jobs" not in inspect.signature(fn).parameters:
+        raise MetaLearnError(f"--jobs applies to the omniglot experiment only, not {args.experiment!r}: leave it out")
+    if args.jobs < 1:
+        raise MetaLearnError(f"--jobs must be at least 1 (processes at a time), got {args.jobs}")
+    return {"jobs": args.jobs}
 
 
 def main(argv=None) -> int:
@@ -70,14 +85,15 @@ def main(argv=None) -> int:
             return 0
         exp = get_experiment(args.experiment)
         if args.command == "reproduce":
-            extra = {} if args.jobs is None else {"jobs": args.jobs}
+            extra = _jobs(exp.reproduce, args)
             exp.reproduce(args.budget, args.seed, args.results, explorer=not args.no_explorer,
                           progress=not args.no_progress, reuse=args.reuse, **extra)
         else:
             if args.tasks is not None and args.tasks < 2:
                 raise MetaLearnError(f"--tasks must be at least 2 (a confidence interval needs two tasks), "
                                      f"got {args.tasks}")
-            exp.evaluate(args.seed, args.tasks, budget=args.budget, train_seed=args.train_seed, root=args.results)
+            exp.evaluate(args.seed, args.tasks, budget=args.budget, train_seed=args.train_seed, root=args.results,
+                         **_jobs(exp.evaluate, args))
     except (MetaLearnError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -79,7 +79,9 @@ class AdaptationCurve:
     """Query score (loss or accuracy, see ``metric``) after 0..k inner steps, over ``n_tasks`` test tasks.
 
     Attributes:
-        steps: ``[k+1]`` the step counts 0..k.
+        steps: ``[k+1]`` the step counts 0..k, or only the steps that were measured (``record`` of
+            :func:`adaptation_curve`); the other arrays have one column per entry, and methods take a step
+            count, not a column.
         mean, ci95: ``[k+1]`` mean over tasks and 95% CI half-width.
         losses: ``[n_tasks, k+1]`` every task's curve, in the unit of ``metric`` (for ``"accuracy"`` these
             are per-task accuracies, not losses; the name is kept for compatibility).
@@ -115,12 +117,21 @@ class AdaptationCurve:
     def n_tasks(self) -> int:
         return self.losses.shape[0]
 
+    def column(self, step: int) -> int:
+        """The column of ``losses`` (and index of ``mean``) that holds step ``step``."""
+        found = np.nonzero(self.steps == step)[0]
+        if found.size == 0:
+            raise ConfigError(f"this curve measured steps {', '.join(str(int(s)) for s in self.steps)}, not {step}: "
+                              f"evaluate with record=(..., {step}) or without record")
+        return int(found[0])
+
     def _step_values(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         if self.groups is None:
             raise ConfigError("this curve's tasks carry no groups: evaluate a family whose episodes record "
                               "info['group'] (e.g. OmniglotTasks(within_alphabet=True) or OneShotRunTasks)")
-        keep = slice(None) if self.kept is None else self.kept[:, step]
-        return self.losses[keep, step], self.groups[keep]
+        col = self.column(step)
+        keep = slice(None) if self.kept is None else self.kept[:, col]
+        return self.losses[keep, col], self.groups[keep]
 
     def by_group(self, step: int) -> dict:
         """``{group name (or index): mean score}`` after ``step`` steps."""
@@ -138,16 +149,17 @@ class AdaptationCurve:
         """(tasks in the statistics of ``step``, tasks left out of them because they had diverged)."""
         if self.kept is None:
             return self.n_tasks, self.diverged
-        n = int(self.kept[:, step].sum())
+        n = int(self.kept[:, self.column(step)].sum())
         return n, self.n_tasks - n
 
     def at(self, step: int) -> tuple[float, float]:
         """(mean, ci95) after ``step`` inner steps."""
-        return float(self.mean[step]), float(self.ci95[step])
+        col = self.column(step)
+        return float(self.mean[col]), float(self.ci95[col])
 
     def summary(self, steps=(0, 1, 5, 10)) -> str:
-        parts = [f"{s} step{'s' if s != 1 else ''}: {self.mean[s]:.3f} ± {self.ci95[s]:.3f}"
-                 for s in steps if s < len(self.mean)]
+        parts = [f"{s} step{'s' if s != 1 else ''}: {self.at(s)[0]:.3f} ± {self.at(s)[1]:.3f}"
+                 for s in steps if s in self.steps]
         left_out = f", {self.diverged} more diverged" if self.diverged else ""
         return (f"{self.label or 'curve'} ({self.shots}-shot, α={self.alpha:g}, {self.n_tasks} tasks{left_out}) — "
                 + "; ".join(parts))
@@ -200,9 +212,11 @@ def adaptation_losses(learner: MetaLearner, params: Params, batch: TaskBatch, st
     return losses if scores is None else scores
 
 
-def _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive):
-    """(query losses, query scores or None), each ``[B, steps+1]``, in one pass over the inner steps."""
+def _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive, record=None):
+    """(query losses, query scores or None), each ``[B, steps+1]`` (``[B, len(record)]``: only the steps in
+    ``record`` are measured), in one pass over the inner steps."""
     steps = check_positive_int("steps", steps, minimum=0)
+    record = range(steps + 1) if record is None else record
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
     learner.check_batch(batch, where="the test tasks")
     trainable = learner.check_trainable(params, trainable)
@@ -213,10 +227,11 @@ def _adaptation(learner, params, batch, steps, alpha, trainable, score, transduc
         return (loss, loss) if score is None else (loss, score(pred, yq))
 
     def curve(p, xs, ys, xq, yq):
-        out = [measure(p, xs, ys, xq, yq)]
-        for _ in range(steps):
+        out = [measure(p, xs, ys, xq, yq)] if 0 in record else []
+        for step in range(1, steps + 1):
             p = learner.inner_step(p, xs, ys, alpha, trainable=trainable)
-            out.append(measure(p, xs, ys, xq, yq))
+            if step in record:
+                out.append(measure(p, xs, ys, xq, yq))
         return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
     params = {k: v.detach() for k, v in params.items()}
@@ -231,7 +246,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
                      budget: str | None = None, experiment: str | None = None, seed: int = 0,
                      alpha: float | None = None, label: str | None = None, chunk: int | None = None,
                      trainable=None, exclude_diverged: bool | str = False,
-                     transductive: bool = True) -> AdaptationCurve:
+                     transductive: bool = True, record=None) -> AdaptationCurve:
     """Adapt ``params`` on fresh test tasks for 0..``steps`` steps; mean ± 95% CI of the query score.
 
     The score is chosen by :func:`query_score`: the query loss (MSE) for regression families, the query
@@ -259,6 +274,10 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
         transductive: predict each task's query examples together (default) or each one alone with the
             support set (see :meth:`~metalearn_core.algorithms.MetaLearner.predict`); only networks with
             batch statistics (:class:`~metalearn_core.models.Conv4`) give different numbers.
+        record: the step counts to measure (default every one, 0..``steps``); measuring costs a forward pass
+            over the query set (one per query example when not ``transductive``), so a table that reads three
+            steps of fifty should record only those. The curve then has one column per recorded step
+            (``curve.steps``), and divergence is judged on those steps only.
 
     Divergence is always judged on the query *loss* (also when the curve records accuracy).
 
@@ -269,6 +288,12 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
         raise ConfigError(f"exclude_diverged must be True, False or 'by step', got {exclude_diverged!r}")
     n_tasks = n_tasks if n_tasks is not None else preset(experiment or family.name, budget).eval_tasks
     n_tasks = check_positive_int("n_tasks", n_tasks)
+    steps = check_positive_int("steps", steps, minimum=0)
+    if record is not None:
+        bad = [s for s in record if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or not 0 <= s <= steps]
+        if bad or not len(record):
+            raise ConfigError(f"record must list step counts between 0 and steps={steps}, got {record!r}")
+        record = sorted({int(s) for s in record})
     generator = make_generator(TEST_SEED_OFFSET + seed)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
     queries = getattr(family, "eval_queries", 100) if queries is None else queries
@@ -280,7 +305,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     for start in range(0, n_tasks, chunk):
         batch = family.sample(min(chunk, n_tasks - start), shots=shots, queries=queries, generator=generator,
                               dtype=dtype).to(device)
-        losses, scores = _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive)
+        losses, scores = _adaptation(learner, params, batch, steps, alpha, trainable, score, transductive, record)
         chunks.append(losses)
         score_chunks.append(scores)
         group_chunks.append(batch.info.get("group"))
@@ -288,10 +313,13 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
     losses = torch.cat(chunks).double().cpu().numpy()
     # the recorded values: the losses themselves for regression, accuracies for classification
     values = losses if score is None else torch.cat(score_chunks).double().cpu().numpy()
+    measured = np.arange(steps + 1) if record is None else np.array(record)
+    n_cols = len(measured)
+
     def finish(values, diverged, kept=None):
         """The curve: mean ± CI at each step over every task, or over the tasks ``kept`` at that step."""
-        stats = [mean_ci95(values[:, s] if kept is None else values[kept[:, s], s]) for s in range(steps + 1)]
-        return AdaptationCurve(steps=np.arange(steps + 1), mean=np.array([m for m, _ in stats]),
+        stats = [mean_ci95(values[:, s] if kept is None else values[kept[:, s], s]) for s in range(n_cols)]
+        return AdaptationCurve(steps=measured, mean=np.array([m for m, _ in stats]),
                                ci95=np.array([c for _, c in stats]), losses=values,
                                label=label if label is not None else learner.name, metric=family.metric,
                                shots=shots if shots is not None else family.default_shots, alpha=alpha,
@@ -300,7 +328,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
 
     diverged = 0
     if exclude_diverged == "by step":
-        kept = ~np.stack([diverged_tasks(losses[:, :s + 1]) for s in range(steps + 1)], axis=1)
+        kept = ~np.stack([diverged_tasks(losses[:, :s + 1]) for s in range(n_cols)], axis=1)
         if kept.sum(0).min() < 2:
             raise DivergenceError(
                 f"adaptation diverged on {n_tasks - int(kept.sum(0).min())} of {n_tasks} test tasks with "
@@ -322,16 +350,17 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
         losses, values = losses[~bad], values[~bad]
         groups = None if groups is None else groups[~bad]
     if not np.isfinite(losses).all():
-        bad_step = int(np.argmax(~np.isfinite(losses).all(0)))
+        bad_step = int(measured[int(np.argmax(~np.isfinite(losses).all(0)))])
         n_bad = int((~np.isfinite(losses).all(1)).sum())
         raise DivergenceError(
             f"adaptation diverged: with α={alpha:g} the query loss became NaN/inf after {bad_step} inner "
             f"step(s) on {n_bad} of {n_tasks} test tasks; use a smaller α (meta-training used α={learner.alpha:g})")
     means = losses.mean(0)
     if means.max() > BLOWUP_FACTOR * max(means[0], 1e-8):
-        worst = int(np.argmax(means))
+        worst = int(measured[int(np.argmax(means))])
+        before = "before adaptation" if measured[0] == 0 else f"after {measured[0]} step(s)"
         raise DivergenceError(
-            f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} before "
-            f"adaptation to {means[worst]:.3g} after {worst} inner step(s); use a smaller α (meta-training "
-            f"used α={learner.alpha:g})")
+            f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} {before} to "
+            f"{means[worst]:.3g} after {worst} inner step(s); use a smaller α (meta-training used "
+            f"α={learner.alpha:g})")
     return finish(values, diverged)

@@ -326,20 +326,29 @@ def plot_oneshot_run(run, predictions=None, *, items: Sequence[int] = (0, 1, 2, 
     return fig
 
 
+#: cells of :func:`html_table` longer than this (characters) may wrap
+WRAP_AFTER = 24
+
+
 def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, caption: str | None = None,
                notes: Sequence[str] = (), align_left: int = 1):
     """A plain HTML table for notebooks and the website (``IPython.display.HTML``).
 
     The first ``align_left`` columns are left-aligned (labels), the others right-aligned (numbers). Cell text is
-    escaped, so write maths in Unicode (α, β, π), not LaTeX. ``notes`` are printed under the table.
+    escaped, so write maths in Unicode (α, β, π), not LaTeX. ``notes`` are printed under the table. Short cells
+    (numbers, names) never break; cells longer than ``WRAP_AFTER`` characters may wrap onto a second line, so a
+    wide table still fits a 1,200-pixel window instead of hiding its last columns behind a scroll bar.
     """
     from IPython.display import HTML
 
+    def cell(i, c, tag):
+        text = str(c)
+        wrap = "white-space:normal;min-width:9em" if len(text) > WRAP_AFTER else "white-space:nowrap"
+        return (f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .7em;{wrap}">'
+                f"{html.escape(text)}</{tag}>")
+
     def row(cells, tag):
-        return "<tr>" + "".join(
-            f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .7em;'
-            f'white-space:nowrap">'
-            f"{html.escape(str(c))}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
+        return "<tr>" + "".join(cell(i, c, tag) for i, c in enumerate(cells)) + "</tr>"
 
     # The caption is a block above the table, not a <caption>: a <caption> is as wide as its table, so on a
     # narrow page a long one would wrap at the table's width and run out of sight inside the scrolled box.

@@ -136,6 +136,23 @@ def test_adaptation_curve_shapes_and_statistics():
     np.testing.assert_allclose(curve.losses[:, 2], closed.numpy(), rtol=1e-4)
 
 
+def test_a_curve_that_records_some_steps_gives_those_steps_numbers():
+    family = ml.QuadraticTasks()
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    params = learner.model.init(value=[1.0, 1.0])
+    full = ml.adaptation_curve(learner, params, family, steps=6, n_tasks=30, seed=3)
+    some = ml.adaptation_curve(learner, params, family, steps=6, n_tasks=30, seed=3, record=(6, 0, 2))
+    assert some.steps.tolist() == [0, 2, 6] and some.losses.shape == (30, 3)
+    np.testing.assert_allclose(some.losses, full.losses[:, [0, 2, 6]], rtol=1e-6)
+    for s in (0, 2, 6):
+        assert some.at(s) == pytest.approx(full.at(s))
+    with pytest.raises(ml.ConfigError, match="measured steps 0, 2, 6, not 3"):
+        some.at(3)
+    for bad in ((7,), (), (-1,), (1.5,)):
+        with pytest.raises(ml.ConfigError, match="record must list step counts between 0 and steps=6"):
+            ml.adaptation_curve(learner, params, family, steps=6, n_tasks=5, record=bad)
+
+
 def test_test_tasks_never_come_from_the_training_stream():
     family = ml.SinusoidTasks()
     train = family.sample(50, generator=ml.make_generator(0))

@@ -17,18 +17,20 @@ __all__ = ["select_runs", "checkpoint_file", "SpecModel"]
 
 
 def select_runs(runs: Sequence, names: Iterable[str] | str | None, keys: Callable[[object], Iterable[str]], *,
-                what: str, listing: str) -> list:
+                what: str, listing: str, own: Callable[[object], Iterable[str]] | None = None) -> list:
     """The runs that ``names`` pick (all of ``runs`` for ``None``), in order and without repeats.
 
-    A name picks every run for which it (stripped, lower case) is one of ``keys(run)``; a name that picks none
-    raises :class:`~metalearn_core.errors.ConfigError` ``"unknown <what> '<name>': the runs are <listing>"``.
+    A name picks every run for which it (stripped, lower case) is one of ``keys(run)``, except that a name which
+    is a run's own name (one of ``own(run)``, when given) picks that run alone (``"ProtoNet"`` is one run's name
+    and also a method with two runs); a name that picks none raises
+    :class:`~metalearn_core.errors.ConfigError` ``"unknown <what> '<name>': the runs are <listing>"``.
     """
     if names is None:
         return list(runs)
     out = []
     for name in ([names] if isinstance(names, str) else names):
         key = str(name).strip().lower()
-        found = [r for r in runs if key in keys(r)]
+        found = [r for r in runs if own is not None and key in own(r)] or [r for r in runs if key in keys(r)]
         if not found:
             raise ConfigError(f"unknown {what} {name!r}: the runs are {listing}")
         out += [r for r in found if r not in out]
