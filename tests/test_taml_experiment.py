@@ -60,6 +60,11 @@ def test_reproduce_writes_rows_checkpoints_and_the_grid(quick_run):
     assert {r["steps"] for r in sin} == set(range(11)) and {r["metric"] for r in sin} == {"mse"}
     omni = [r for r in rows if r["domain"] == "omniglot"]
     assert {r["steps"] for r in omni} == {0, 1, 2, 3} and all(0 <= r["mean"] <= 100 for r in omni)
+    # Omniglot is tested inside the one-shot runs: ten alphabets, intervals over them
+    assert all(r["test_alphabets"] == 10 and r["ci_over"] == "alphabets" and len(r["per_alphabet"]) == 10
+               for r in omni)
+    for r in omni:
+        assert r["mean"] == pytest.approx(np.mean(list(r["per_alphabet"].values())), abs=0.01)
     assert all(r["budget"] == "quick" and r["n_tasks"] + r["diverged_tasks"] == 50 for r in sin)
     # a task is left out only from the step at which it diverged on: step 0 always has every task
     assert all(r["diverged_tasks"] == 0 for r in rows if r["steps"] == 0)

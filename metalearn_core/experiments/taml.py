@@ -8,7 +8,10 @@ stream (same seed), with the same budget, and evaluated on the same test tasks:
   direction. Tested 5-shot and 10-shot, query MSE after 0..10 steps.
 * **Omniglot 5-way 1-shot** (:data:`OMNIGLOT_RUNS`): :class:`~metalearn_core.models.Conv4`, one inner
   step of α = 0.4 in training and 3 at test (MAML's paper); MAML, TAML with entropy maximisation, TAML
-  with the Theil index, and Meta-SGD. Query accuracy on episodes of the held-out test alphabet.
+  with the Theil index, and Meta-SGD. Trained on the 220 background characters outside validation
+  (:data:`~metalearn_core.omniglot.SPLITS_RUNS`, as chapter 7's 1-shot networks); query accuracy on 5-way
+  1-shot episodes drawn inside Lake et al.'s 20 one-shot runs (10 evaluation alphabets), with intervals and
+  paired differences over alphabets.
 * **the λ × measure explorer** (:data:`EXPLORER_GRID`): short sinusoid runs of TAML-inequality for every
   inequality measure and several λ, precomputed for chapter 6's sliders.
 
@@ -35,10 +38,10 @@ from ..algorithms import MetaLearner, make_learner
 from ..budgets import preset, resolve_budget
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DivergenceError
-from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95
+from ..evaluation import AdaptationCurve, adaptation_curve, group_mean_ci95, mean_ci95
 from ..inequality import MEASURES, describe_measure
 from ..models import MLP, Conv4
-from ..omniglot import SPLITS_V1, OmniglotTasks, cross_entropy_loss
+from ..omniglot import SPLITS_RUNS, VAL_ALPHABETS, OmniglotTasks, OneShotRunTasks, cross_entropy_loss
 from ..results import read_results, results_dir, select, table_cells, text_table, write_results
 from ..tasks import SinusoidTasks, mse_loss
 from ..training import History, meta_train
@@ -58,7 +61,6 @@ OMNIGLOT_SETTING = "Omniglot 5-way 1-shot"
 SINUSOID_TEST_STEPS = 10
 SINUSOID_QUERIES = 100
 OMNIGLOT_TRAIN_QUERIES = 5
-OMNIGLOT_EVAL_QUERIES = 15
 
 #: Published numbers, each in its own paper's protocol (which differs from ours; see chapter 6):
 #: Finn et al. 2017 (MAML, sinusoid 5-shot after 1/5/10 steps, trained 70,000 iterations with K = 10;
@@ -157,12 +159,16 @@ class TrainedModel(SpecModel):
 
 
 def _family(spec: RunSpec, split: str = "train", images=None):
+    """Training tasks (``split="train"``) or test tasks (``"test"``) of a run's domain: for Omniglot, episodes
+    of the 220 characters outside validation to train, 5-way 1-shot episodes inside the one-shot runs to test."""
     if spec.domain == "sinusoid":
         return SinusoidTasks()
-    from ..data import load_omniglot
+    from ..data import load_omniglot, load_oneshot_runs
 
+    if split == "test":
+        return OneShotRunTasks(load_oneshot_runs(), ways=5)
     images = load_omniglot() if images is None else images
-    return OmniglotTasks(images, split, ways=5, rotations=(split == "train"), splits=SPLITS_V1)
+    return OmniglotTasks(images, split, ways=5, rotations=(split == "train"), splits=SPLITS_RUNS)
 
 
 def train(names: Iterable[str] | None = None, *, budget: str | None = None, seed: int = 0, root=None,
@@ -204,11 +210,17 @@ def load_models(names: Iterable[str] | None = None, *, budget: str = "cpu", seed
         learner = spec.learner(budget)
         ckpt = load_checkpoint(path, learner.model)
         saved = ckpt.metadata.get("learner", {})
+        redo = f"re-create it with `python -m metalearn_core reproduce taml --budget {budget} --seed {seed}`"
         if ckpt.metadata.get("run") != spec.slug or saved.get("algorithm") != learner.name:
             raise CheckpointError(
                 f"{path} holds {ckpt.metadata.get('run', 'another run')} ({saved.get('algorithm', 'unknown')}), "
-                f"not {spec.slug}: re-create it with `python -m metalearn_core reproduce taml --budget {budget} "
-                f"--seed {seed}`")
+                f"not {spec.slug}: {redo}")
+        trained_on = str(ckpt.metadata.get("family", ""))
+        if spec.domain == "omniglot" and (any(a in trained_on for a in VAL_ALPHABETS)
+                                          or not all(a in trained_on for a in SPLITS_RUNS["train"])):
+            raise CheckpointError(f"{path} was trained on other alphabets ({trained_on or 'not recorded'}) than "
+                                  f"this experiment's ({', '.join(SPLITS_RUNS['train'])}), e.g. by an earlier "
+                                  f"version: {redo}")
         out[spec.slug] = TrainedModel(spec, learner, ckpt.params,
                                       History.from_dict(ckpt.metadata.get("history", {})), ckpt.metadata, path)
     return out
@@ -218,12 +230,18 @@ def _rows(m: TrainedModel, setting: str, curve: AdaptationCurve, test_seed: int,
     scale = 100.0 if curve.metric == "accuracy" else 1.0
     published = PUBLISHED.get((m.name, setting), {})
     rows = []
+    grouped = curve.groups is not None and len(set(curve.groups.tolist())) >= 3
     for s in range(len(curve.mean)):
         mean, ci = curve.at(s)
+        extra = {}
+        if grouped:             # the mean of the alphabets' means, with the interval over alphabets
+            extra = {"episode_ci95": round(scale * ci, 5), "ci_over": "alphabets"}
+            mean, ci, extra["test_alphabets"] = curve.over_groups(s)
+            extra["per_alphabet"] = {k: round(scale * v, 2) for k, v in curve.by_group(s).items()}
         n, left_out = curve.tasks_at(s)
         rows.append({"experiment": EXPERIMENT, "algorithm": m.name, "setting": setting,
                      "metric": "accuracy" if curve.metric == "accuracy" else "mse", "steps": s,
-                     "mean": round(scale * mean, 5), "ci95": round(scale * ci, 5), "n_tasks": n,
+                     "mean": round(scale * mean, 5), "ci95": round(scale * ci, 5), "n_tasks": n, **extra,
                      "diverged_tasks": left_out, "budget": m.metadata.get("budget", "quick"),
                      "seed": int(m.metadata.get("seed", 0)), "test_seed": test_seed, "alpha": m.spec.alpha,
                      "shots": shots, "domain": m.spec.domain, "run": m.spec.slug,
@@ -238,7 +256,8 @@ def evaluate_models(models: dict[str, TrainedModel], *, n_tasks: int | None = No
     """Adaptation curves of every network on fresh test tasks (the same tasks for every method of a domain).
 
     Sinusoids: 5-shot and 10-shot, 100 query points per task, α = 0.01, 0..10 steps. Omniglot: 5-way 1-shot
-    episodes of the test alphabet, 15 queries per class, the run's α, 0..3 steps. ``n_tasks`` defaults to the
+    episodes inside the 20 one-shot runs (one query per class, 10 evaluation alphabets; means and intervals over
+    alphabets), the run's α, 0..3 steps. ``n_tasks`` defaults to the
     budget's test tasks (600 at ``cpu``). Returns ``(rows, curves)`` with curves keyed by (setting, slug).
 
     A test task whose adaptation diverges is left out of the steps from the one where it diverged on
@@ -252,9 +271,11 @@ def evaluate_models(models: dict[str, TrainedModel], *, n_tasks: int | None = No
         if m.spec.domain == "sinusoid":
             jobs = [(setting, shots, SINUSOID_QUERIES) for setting, shots in SINUSOID_SETTINGS.items()]
         else:
-            jobs = [(OMNIGLOT_SETTING, 1, OMNIGLOT_EVAL_QUERIES)]
+            jobs = [(OMNIGLOT_SETTING, 1, None)]                 # the runs' one query per class
         for setting, shots, queries in jobs:
-            curve = adaptation_curve(m.learner, m.params, _family(m.spec, "test", images), steps=m.spec.test_steps,
+            family = _family(m.spec, "test", images)
+            queries = family.eval_queries if queries is None else queries
+            curve = adaptation_curve(m.learner, m.params, family, steps=m.spec.test_steps,
                                      shots=shots, queries=queries, n_tasks=n, seed=test_seed, label=m.name,
                                      exclude_diverged="by step")
             curves[setting, slug] = curve
@@ -267,7 +288,8 @@ def _add_paired_differences(rows: list[dict], curves: dict) -> None:
     """Give every row the paired difference to MAML of its domain on the same test tasks (``vs_maml``,
     ``vs_maml_ci95``, over ``paired_tasks`` tasks; percentage points for accuracy). Every method is tested on
     identical tasks, so the per-task difference has a much narrower interval than two separate intervals
-    suggest. Tasks that diverged by that step in either run are not paired."""
+    suggest. Tasks that diverged by that step in either run are not paired. Where the tasks come from alphabets
+    (Omniglot), the difference is averaged within each alphabet and the interval is over alphabets."""
     for r in rows:
         base = curves.get((r["setting"], f"{r['domain']}-maml"))
         curve = curves.get((r["setting"], r["run"]))
@@ -279,7 +301,11 @@ def _add_paired_differences(rows: list[dict], curves: dict) -> None:
         if both.sum() < 2:
             continue
         scale = 100.0 if r["metric"] == "accuracy" else 1.0
-        mean, ci = mean_ci95(curve.losses[both, s] - base.losses[both, s])
+        diff = curve.losses[both, s] - base.losses[both, s]
+        if curve.groups is not None and len(set(curve.groups[both].tolist())) >= 3:
+            mean, ci, _ = group_mean_ci95(diff, curve.groups[both])
+        else:
+            mean, ci = mean_ci95(diff)
         r["vs_maml"], r["vs_maml_ci95"], r["paired_tasks"] = round(scale * mean, 5), round(scale * ci, 5), int(both.sum())
 
 
@@ -404,8 +430,8 @@ def evaluate(seed: int = 0, tasks: int | None = None, *, budget: str = "cpu", tr
 
 TABLE_TITLES = {
     "sinusoid": "sinusoid query MSE, mean ± 95% CI over test tasks [published, in its own protocol, in brackets]",
-    "omniglot": "Omniglot 5-way 1-shot query accuracy (%), mean ± 95% CI over test episodes [published, full "
-                "background set and 64 filters, in brackets]",
+    "omniglot": "Omniglot 5-way 1-shot query accuracy (%) on episodes inside the 20 one-shot runs, mean of the 10 "
+                "alphabets ± 95% CI over them [published, full background set and 64 filters, in brackets]",
 }
 _STEPS = {"sinusoid": (0, 1, 5, 10), "omniglot": (1, 3)}          # Omniglot before adapting is chance (20%)
 _DIGITS = {"sinusoid": 2, "omniglot": 1}
