@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .algorithms import MetaLearner
+from .allocator import keep_freed_memory
 from .budgets import preset
 from .errors import BLOWUP_FACTOR, ConfigError, DivergenceError, check_positive, check_positive_int
 from .models import Params
@@ -295,6 +296,7 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             raise ConfigError(f"record must list step counts between 0 and steps={steps}, got {record!r}")
         record = sorted({int(s) for s in record})
     generator = make_generator(TEST_SEED_OFFSET + seed)
+    keep_freed_memory()                  # no page faults for every chunk's activations (see allocator)
     alpha = learner.alpha if alpha is None else check_positive("α (alpha)", alpha)
     queries = getattr(family, "eval_queries", 100) if queries is None else queries
     chunk = check_positive_int("chunk", getattr(family, "eval_chunk", 500) if chunk is None else chunk)

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .algorithms import MetaLearner
+from .allocator import keep_freed_memory
 from .budgets import Preset, preset, resolve_budget
 from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import BLOWUP_FACTOR, CheckpointError, ConfigError, DivergenceError, check_positive, check_positive_int
@@ -129,6 +130,7 @@ def meta_train(learner: MetaLearner, family: TaskFamily, *, budget: str | None =
     check_positive_int("log_every", cfg.log_every)
     beta = check_positive("outer learning rate β (outer_lr)", cfg.outer_lr, hint="e.g. outer_lr=1e-3")
     learner.model.check_family(family)
+    keep_freed_memory()                  # no page faults for every step's activations (see allocator)
 
     generator = make_generator(seed)
     if params is None:

@@ -182,6 +182,18 @@ def test_non_transductive_predictions_do_not_let_query_examples_influence_each_o
         torch.testing.assert_close(alone[i], one, rtol=1e-5, atol=1e-5)
 
 
+def test_one_query_at_a_time_gives_the_same_predictions_in_any_chunks(train5, monkeypatch):
+    """Queries predicted alone go through the network a few at a time (to keep activations small): the chunk
+    size changes no prediction."""
+    learner = make("protonet", ml.Conv4(ways=5, width=8), train5)
+    params = learner.model.init(0)
+    b = train5.sample(1, shots=1, queries=3, seed=4)
+    args = (params, b.x_support[0], b.y_support[0], b.x_query[0])
+    whole = learner.predict(*args, transductive=False)                 # 64 images: all 15 queries at once
+    monkeypatch.setattr(ml.algorithms, "NT_IMAGES_PER_CHUNK", 12)       # 2 queries (with 5 support) a pass
+    torch.testing.assert_close(learner.predict(*args, transductive=False), whole, rtol=1e-5, atol=1e-5)
+
+
 def test_learners_choose_vmap_or_a_loop_from_the_model_unless_told():
     x = torch.zeros(2, 3, 1)
     assert ml.MAML(ml.MLP((1, 4, 1))).uses_vmap(x)

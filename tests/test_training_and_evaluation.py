@@ -187,3 +187,13 @@ def test_exclude_diverged_by_step_keeps_each_task_until_it_diverges():
     assert whole.diverged == curve.diverged and whole.tasks_at(0) == (60 - curve.diverged, curve.diverged)
     with pytest.raises(ml.ConfigError, match="by step"):
         ml.adaptation_curve(learner, params, family, steps=2, n_tasks=5, exclude_diverged="sometimes")
+
+
+def test_freed_memory_is_kept_for_reuse_on_linux():
+    import sys
+
+    from metalearn_core.allocator import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first                       # once per process
+    assert first is sys.platform.startswith("linux")          # glibc on the book's machines; a no-op elsewhere
