@@ -26,6 +26,9 @@ Greek and Latin, whose letters resemble each other, stay together in training. G
 small archives but :func:`~metalearn_core.data.load_omniglot` keeps one copy, so every character belongs to
 exactly one split.
 
+:data:`SPLITS_RUNS` trains the networks that are tested only inside the one-shot runs: every background
+alphabet but the validation one (220 characters), since none of the runs' alphabets is among them.
+
 :data:`SPLITS_V1` is the earlier split (6 training alphabets, Sanskrit alone for testing) with which chapters
 6 and 8 ran their Omniglot comparisons; it stays until they are re-run under the cross-alphabet protocol.
 
@@ -55,6 +58,7 @@ __all__ = [
     "VAL_ALPHABETS",
     "TEST_ALPHABETS",
     "SPLITS",
+    "SPLITS_RUNS",
     "ImageEpisodes",
     "OmniglotTasks",
     "cross_entropy_loss",
@@ -74,6 +78,11 @@ SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_ALPHABETS, "val": VAL_ALPHA
 SPLITS_V1: dict[str, tuple[str, ...]] = {
     "train": ("Balinese", "Greek", "Japanese_(katakana)", "Korean", "Latin", "Tagalog"),
     "val": ("Early_Aramaic",), "test": ("Sanskrit",)}
+#: The split of the networks tested only inside the one-shot runs (whose alphabets are not in the background
+#: sets at all): every background alphabet but the validation one trains them (220 characters), as Lake et al.'s
+#: runs allow; their test split is empty.
+SPLITS_RUNS: dict[str, tuple[str, ...]] = {"train": TRAIN_ALPHABETS + TEST_ALPHABETS, "val": VAL_ALPHABETS,
+                                           "test": ()}
 #: The evaluation alphabet of each of the 20 official one-shot runs (two runs per alphabet), as listed in
 #: ``lake-evaluation/run_alphabets.txt`` of J. Valmadre's ``omniglot-eval`` repository; ``all_runs.zip`` itself
 #: does not name them.

@@ -22,10 +22,11 @@ def images():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Two networks trained at the quick budget: MAML 5-way (second order) and ProtoNet (any N)."""
+    """Three networks trained at the quick budget: MAML 5-way (second order) and the two ProtoNets (any N; the
+    second takes the 5-shot test)."""
     root = tmp_path_factory.mktemp("omniglot-results")
-    models = omniglot.train(["MAML 5-way", "ProtoNet"], budget="quick", root=root, progress=False,
-                            log=lambda *_: None)
+    models = omniglot.train(["MAML 5-way", "ProtoNet", "ProtoNet 5-shot test"], budget="quick", root=root,
+                            progress=False, log=lambda *_: None)
     return root, models
 
 
@@ -53,8 +54,36 @@ def test_each_method_trains_as_its_paper_did():
     # ProtoNets: trained with more ways than tested (Snell et al.: 60-way)
     assert by["ProtoNet"].ways == 60
     assert all(omniglot.SETTINGS[x][0] < 60 for x in by["ProtoNet"].settings)
-    # every departure from the paper is stated for the tables
-    assert all(spec.departures for spec in omniglot.RUNS)
+    # every departure from the paper is stated for the tables (ProtoNet's 1-shot network has none but its length)
+    assert all(spec.departures for spec in omniglot.RUNS if spec.name != "ProtoNet")
+    # MAML's code uses as many training queries as shots
+    assert by["MAML 5-way"].queries == by["FOMAML 5-way"].queries == 1
+    assert by["MAML 5-way 5-shot"].queries == 5
+
+
+def test_only_networks_tested_inside_the_runs_train_on_the_5_shot_test_alphabets(images):
+    test_chars = set(ml.OmniglotTasks(images, "test").class_characters.tolist())
+    for spec in omniglot.RUNS:
+        train = ml.OmniglotTasks(images, "train", splits=spec.splits)
+        val = ml.OmniglotTasks(images, "val", splits=spec.splits)
+        chars = set(train.class_characters.tolist())
+        assert not chars & set(val.class_characters.tolist()), spec.name
+        five_shot = any(omniglot.SETTINGS[x][1] == 5 for x in spec.settings)
+        assert spec.all_background == bool(chars & test_chars), spec.name
+        assert not (five_shot and spec.all_background), spec.name
+        assert train.n_characters == (220 if spec.all_background else 161), spec.name
+    assert {s.name for s in omniglot.RUNS if s.all_background} == {
+        "MAML 5-way", "FOMAML 5-way", "ProtoNet", "MAML 20-way", "FOMAML 20-way"}
+
+
+def test_one_query_at_a_time_only_where_a_table_needs_it():
+    by = {s.name: s for s in omniglot.RUNS}
+    nt = {(name, x) for name, spec in by.items() for x in spec.settings
+          if omniglot._one_at_a_time(omniglot.TrainedModel(spec, None, {}, None), x)}
+    assert nt == {("MAML 5-way", "5-way 1-shot"), ("FOMAML 5-way", "5-way 1-shot"), ("Reptile 5-way", "5-way 1-shot"),
+                  ("ProtoNet", "5-way 1-shot"), ("ProtoNet", "20-way 1-shot"), ("Reptile 20-way", "20-way 1-shot")}
+    assert omniglot.shown_steps(3) == [0, 1, 3] and omniglot.shown_steps(50) == [0, 1, 5, 10, 50]
+    assert omniglot.shown_steps(0) == [0]
 
 
 def test_budget_caps_inner_steps_of_maml_but_never_reptile():
@@ -81,6 +110,9 @@ def test_unknown_run_names_list_the_runs():
     with pytest.raises(ml.ConfigError, match="ProtoNet"):
         omniglot.train(["Siamese"], budget="quick", save=False)
     assert [s.name for s in omniglot._specs(["maml"])] == ["MAML 5-way", "MAML 5-way 5-shot", "MAML 20-way"]
+    # "ProtoNet" is a method with two runs and the name of one: the name wins
+    assert [s.name for s in omniglot._specs(["ProtoNet"])] == ["ProtoNet"]
+    assert [s.name for s in omniglot._specs(["protonet-5-shot-test"])] == ["ProtoNet 5-shot test"]
 
 
 # ---- training and evaluation end to end (quick budget) ------------------------------------------------------
@@ -194,7 +226,7 @@ def test_test_episodes_span_alphabets_and_intervals_cover_them(trained, images):
     assert n == 10 and one["ci95"] == pytest.approx(100 * ci, abs=1e-3)
     # 40 episodes over 20 runs: every run twice, every alphabet four times
     assert sorted(np.bincount(curve.groups).tolist()) == [4] * 10
-    five = final["ProtoNet", "5-way 5-shot"]
+    five = final["ProtoNet 5-shot test", "5-way 5-shot"]
     assert five["test_alphabets"] == 2 and set(five["per_alphabet"]) == {"Sanskrit", "Tagalog"}
     assert five["ci_over"] == "episodes"
     # no training character is in a test episode
@@ -326,15 +358,23 @@ def test_missing_and_foreign_checkpoints_say_what_to_do(trained, tmp_path):
 
 
 def test_a_network_trained_on_held_out_alphabets_is_refused(trained, tmp_path):
-    """A checkpoint of the earlier split (Tagalog in training) must not be tested on Tagalog."""
+    """A checkpoint of the earlier split (Tagalog in training) must not be tested on Tagalog; a network of the
+    one-shot runs must not have seen the validation alphabet, nor one that missed Sanskrit pass as trained on it."""
     root, models = trained
-    m = models["ProtoNet"]
+    m = models["ProtoNet 5-shot test"]
     family = m.metadata["family"].replace("Latin", "Latin, Tagalog")
-    path = omniglot.checkpoint_path("ProtoNet", "quick", 0, tmp_path)
+    path = omniglot.checkpoint_path("ProtoNet 5-shot test", "quick", 0, tmp_path)
     path.parent.mkdir(parents=True)
     ml.save_checkpoint(path, m.params, model=m.learner.model, metadata={**m.metadata, "family": family})
     with pytest.raises(ml.CheckpointError, match="held-out Tagalog"):
-        omniglot.load_models(["ProtoNet"], budget="quick", root=tmp_path)
+        omniglot.load_models(["ProtoNet 5-shot test"], budget="quick", root=tmp_path)
+    m = models["ProtoNet"]
+    path = omniglot.checkpoint_path("ProtoNet", "quick", 0, tmp_path)
+    for family, what in ((m.metadata["family"].replace("Latin", "Latin, Early_Aramaic"), "held-out Early_Aramaic"),
+                         (m.metadata["family"].replace("Sanskrit, ", ""), "than ProtoNet's")):
+        ml.save_checkpoint(path, m.params, model=m.learner.model, metadata={**m.metadata, "family": family})
+        with pytest.raises(ml.CheckpointError, match=what):
+            omniglot.load_models(["ProtoNet"], budget="quick", root=tmp_path)
 
 
 def test_command_line_knows_omniglot_and_oneshot(trained, capsys):
@@ -347,6 +387,22 @@ def test_command_line_knows_omniglot_and_oneshot(trained, capsys):
     assert cli.main(["evaluate", "omniglot", "--budget", "quick", "--seed", "1", "--results", str(root)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no") and "reproduce omniglot" in err and "Traceback" not in err
+    # --jobs belongs to omniglot: elsewhere, or below 1, it is a one-line error
+    assert cli.main(["evaluate", "sinusoid", "--jobs", "2"]) == 2
+    assert "--jobs applies to the omniglot experiment only" in capsys.readouterr().err
+    assert cli.main(["evaluate", "omniglot", "--jobs", "0", "--results", str(root)]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_evaluating_in_two_processes_gives_the_same_curves(trained, images):
+    _, models = trained
+    pick = {k: models[k] for k in ("MAML 5-way", "ProtoNet")}
+    rows1, one = omniglot.evaluate_models(pick, images=images, n_tasks=20, settings=["5-way 1-shot"], progress=False)
+    rows2, two = omniglot.evaluate_models(pick, images=images, n_tasks=20, settings=["5-way 1-shot"], progress=False,
+                                          jobs=2)
+    assert set(one) == set(two) and rows1 == rows2
+    for key in one:
+        np.testing.assert_array_equal(one[key].losses, two[key].losses)
 
 
 def test_evaluate_oneshot_of_shipped_style_checkpoints(trained, tmp_path, capsys):
