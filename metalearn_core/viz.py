@@ -336,15 +336,17 @@ def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, capt
 
     The first ``align_left`` columns are left-aligned (labels), the others right-aligned (numbers). Cell text is
     escaped, so write maths in Unicode (α, β, π), not LaTeX. ``notes`` are printed under the table. Short cells
-    (numbers, names) never break; cells longer than ``WRAP_AFTER`` characters may wrap onto a second line, so a
-    wide table still fits a 1,200-pixel window instead of hiding its last columns behind a scroll bar.
+    (numbers, names) never break; cells longer than ``WRAP_AFTER`` characters may wrap onto a second line. A
+    notebook cell whose table has many columns carries the ``full-width`` tag, which lets the website show it in
+    the page's right margin too, so that it fits a 1,200-pixel window instead of hiding its last columns behind a
+    scroll bar.
     """
     from IPython.display import HTML
 
     def cell(i, c, tag):
         text = str(c)
         wrap = "white-space:normal;min-width:9em" if len(text) > WRAP_AFTER else "white-space:nowrap"
-        return (f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .7em;{wrap}">'
+        return (f'<{tag} style="text-align:{"left" if i < align_left else "right"};padding:.2em .45em;{wrap}">'
                 f"{html.escape(text)}</{tag}>")
 
     def row(cells, tag):
@@ -356,7 +358,8 @@ def html_table(header: Sequence[str], lines: Sequence[Sequence[object]], *, capt
     body = "".join(row(line, "td") for line in lines)
     foot = "".join(f'<div style="font-size:85%;color:#555">{html.escape(n)}</div>' for n in notes)
     return HTML(f'<div class="ml-table">{cap}<div style="overflow-x:auto"><table style="border-collapse:collapse;'
-                f'margin:.4em 0"><thead>{row(header, "th")}</thead><tbody>{body}</tbody></table></div>{foot}</div>')
+                f'margin:.4em 0;font-size:86%"><thead>{row(header, "th")}</thead><tbody>{body}</tbody></table></div>'
+                f'{foot}</div>')
 
 
 def figure_to_data_uri(fig: Figure, dpi: int = 80, colors: int | None = 128) -> str:

@@ -3,7 +3,8 @@
 Run with `make browser-test`: it installs chromium if it is missing, builds the book at the quick budget if
 the test suite has not already, and runs this file. The site is served on 127.0.0.1; for every page of the
 table of contents it checks that maths render (MathJax bundled in _static), images load, no request leaves
-the machine, no script fails, and that precomputed static sliders (div.ml-static-explorer) move their picture.
+the machine, no script fails, that precomputed static sliders (div.ml-static-explorer) move their picture, and
+that the wide tables (cells tagged full-width) show all their columns in a 1,200-pixel window.
 Screenshots go to _build/browser-shots/ for humans to look at.
 """
 from __future__ import annotations
@@ -177,6 +178,13 @@ def test_page_renders_offline(browser, site_url, source):
 
         broken = page.evaluate(IMAGES_LOADED)
         assert not broken, f"{page_path}: images that do not load: {broken}"
+
+        # every wide table (its cell tagged full-width) shows all its columns in a 1,200-pixel window
+        hidden = page.evaluate("""() => [...document.querySelectorAll('div.cell.tag_full-width div.ml-table table')]
+            .filter(t => t.parentElement.scrollWidth > t.parentElement.clientWidth + 1
+                         || t.getBoundingClientRect().right > window.innerWidth)
+            .map(t => (t.closest('div.ml-table').querySelector('.ml-caption') || t).textContent.slice(0, 80))""")
+        assert not hidden, f"{page_path}: tables whose last columns do not fit a 1,200-pixel window: {hidden}"
 
         explorers = page.locator("div.ml-static-explorer")
         for i in range(explorers.count()):
