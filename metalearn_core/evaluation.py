@@ -28,7 +28,7 @@ from .models import Params
 from .tasks import TaskBatch, TaskFamily, make_generator
 
 __all__ = ["AdaptationCurve", "diverged_tasks", "adaptation_losses", "adaptation_curve", "query_score",
-           "mean_ci95", "group_mean_ci95", "t_critical", "TEST_SEED_OFFSET"]
+           "mean_ci95", "group_mean_ci95", "mean_ci95_by_group", "t_critical", "TEST_SEED_OFFSET"]
 
 TEST_SEED_OFFSET = 1_000_003
 
@@ -73,6 +73,16 @@ def group_mean_ci95(values, groups) -> tuple[float, float, int]:
     means = [v[g == k].mean() for k in np.unique(g)]
     mean, ci = mean_ci95(means)
     return mean, ci, len(means)
+
+
+def mean_ci95_by_group(values, groups, min_groups: int = 3) -> tuple[float, float, int]:
+    """Mean and 95% CI over groups (:func:`group_mean_ci95`) when ``groups`` holds at least ``min_groups``
+    distinct groups, else over the values themselves (:func:`mean_ci95`); the third number is the count of groups,
+    0 when the interval is over values (``groups`` ``None`` or too few)."""
+    if groups is not None and len(np.unique(groups)) >= min_groups:
+        return group_mean_ci95(values, groups)
+    mean, ci = mean_ci95(values)
+    return mean, ci, 0
 
 
 @dataclass
@@ -359,10 +369,10 @@ def adaptation_curve(learner: MetaLearner, params: Params, family: TaskFamily, *
             f"step(s) on {n_bad} of {n_tasks} test tasks; use a smaller α (meta-training used α={learner.alpha:g})")
     means = losses.mean(0)
     if means.max() > BLOWUP_FACTOR * max(means[0], 1e-8):
-        worst = int(measured[int(np.argmax(means))])
+        col = int(np.argmax(means))
         before = "before adaptation" if measured[0] == 0 else f"after {measured[0]} step(s)"
         raise DivergenceError(
             f"adaptation diverged: with α={alpha:g} the mean query loss grew from {means[0]:.3g} {before} to "
-            f"{means[worst]:.3g} after {worst} inner step(s); use a smaller α (meta-training used "
+            f"{means[col]:.3g} after {int(measured[col])} inner step(s); use a smaller α (meta-training used "
             f"α={learner.alpha:g})")
     return finish(values, diverged)

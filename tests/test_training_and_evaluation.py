@@ -197,3 +197,20 @@ def test_freed_memory_is_kept_for_reuse_on_linux():
     first = keep_freed_memory()
     assert keep_freed_memory() is first                       # once per process
     assert first is sys.platform.startswith("linux")          # glibc on the book's machines; a no-op elsewhere
+
+
+def test_a_curve_recording_some_steps_names_the_step_where_the_loss_blew_up():
+    learner = ml.MAML(ml.LinearModel(2), alpha=0.1)
+    params = learner.model.init(value=[1.0, 1.0])
+    # the message reads the loss of the column that holds step 6 (the curve has three columns, not seven)
+    with pytest.raises(ml.DivergenceError, match=r"grew from 1\.33 before adaptation to 2\.31e\+08 after 6 inner step"):
+        ml.adaptation_curve(learner, params, ml.QuadraticTasks(), steps=6, n_tasks=30, alpha=1.0, record=(0, 3, 6))
+
+
+def test_intervals_are_over_groups_only_when_there_are_enough_groups():
+    values = np.array([1.0, 2.0, 3.0, 5.0, 8.0, 13.0])
+    assert ml.evaluation.mean_ci95_by_group(values, np.array([0, 0, 1, 1, 2, 2])) == \
+        ml.evaluation.group_mean_ci95(values, np.array([0, 0, 1, 1, 2, 2]))
+    mean, ci = ml.mean_ci95(values)
+    assert ml.evaluation.mean_ci95_by_group(values, np.array([0, 0, 0, 1, 1, 1])) == (mean, ci, 0)
+    assert ml.evaluation.mean_ci95_by_group(values, None) == (mean, ci, 0)

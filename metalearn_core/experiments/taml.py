@@ -38,7 +38,7 @@ from ..algorithms import MetaLearner, make_learner
 from ..budgets import preset, resolve_budget
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, DivergenceError
-from ..evaluation import AdaptationCurve, adaptation_curve, group_mean_ci95, mean_ci95
+from ..evaluation import AdaptationCurve, adaptation_curve, mean_ci95_by_group
 from ..inequality import MEASURES, describe_measure
 from ..models import MLP, Conv4
 from ..omniglot import SPLITS_RUNS, VAL_ALPHABETS, OmniglotTasks, OneShotRunTasks, cross_entropy_loss
@@ -302,10 +302,7 @@ def _add_paired_differences(rows: list[dict], curves: dict) -> None:
             continue
         scale = 100.0 if r["metric"] == "accuracy" else 1.0
         diff = curve.losses[both, s] - base.losses[both, s]
-        if curve.groups is not None and len(set(curve.groups[both].tolist())) >= 3:
-            mean, ci, _ = group_mean_ci95(diff, curve.groups[both])
-        else:
-            mean, ci = mean_ci95(diff)
+        mean, ci, _ = mean_ci95_by_group(diff, None if curve.groups is None else curve.groups[both])
         r["vs_maml"], r["vs_maml_ci95"], r["paired_tasks"] = round(scale * mean, 5), round(scale * ci, 5), int(both.sum())
 
 
